@@ -1,0 +1,28 @@
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: train test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/volnet train --model default --data fashion-mnist --out runs/default
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check volnet tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_layers.py
+	$(BIN)/python benchmarks/bench_nets.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
