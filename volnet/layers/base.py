@@ -26,6 +26,7 @@ class Layer:
       overwritten by each backward).
     - ``config() -> dict``: JSON-able keyword arguments that rebuild the layer: ``type(self)(**config)``.
     - ``macs(input_shape) -> int``: multiply-adds per sample.
+    - ``token() -> str``: the layer in the notes' notation (``"CONV3-64"``), canonical form.
     """
 
     kind: str = "LAYER"
@@ -33,6 +34,7 @@ class Layer:
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # saved state that is not trained (BN running stats)
         self.input_shape: Shape | None = None
         self.train_mode: bool = True
 
@@ -63,6 +65,9 @@ class Layer:
     # -- serialisation ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {}
+
+    def token(self) -> str:
+        return self.kind
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
