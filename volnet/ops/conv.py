@@ -1,0 +1,435 @@
+"""Convolutional layer as in the notes: im2col + one matrix multiply (BLAS).
+
+The notes' summary of the CONV layer, in the letters used throughout this module:
+
+- accepts a volume W1 x H1 x D1 (here an array ``x`` of shape (N, C, H, W), C = D1);
+- K filters of spatial extent F (Fh x Fw), stride S, zero padding P (and dilation, see below);
+- produces W2 x H2 x D2 with ``W2 = (W1 - F + 2P)/S + 1``, ``H2 = (H1 - F + 2P)/S + 1``, ``D2 = K``
+  (array of shape (N, K, Ho, Wo)), see :func:`volnet.ops.sizes.output_size`;
+- with parameter sharing: F*F*D1 weights per filter, ``K*F*F*D1`` weights and ``K`` biases in total.
+
+Implementation as matrix multiplication (notes, "Implementation as Matrix Multiplication"):
+
+1. :func:`im2col` stretches every receptive field into a column. For one 227x227x3 image and 11x11x3
+   filters at stride 4 the column matrix ``X_col`` is 363 x 3025 (363 = 11*11*3 rows, 3025 = 55*55
+   columns). Rows are ordered (C, Fh, Fw), exactly like ``w.reshape(K, -1)``, so 96 filters become the
+   96 x 363 matrix ``W_row``.
+2. ``np.dot(W_row, X_col)`` is 96 x 3025, reshaped to 55x55x96 (here (N, 96, 55, 55)).
+
+For a batch, the columns of ``X_col`` are ordered (N, Ho, Wo): the matrix is (C*Fh*Fw, N*Ho*Wo) and the
+whole batch is ONE GEMM. This "channel-major" order (the buffer is laid out as (C, Fh, Fw, N, Ho, Wo);
+docs' performance guide measured channels-last slower) makes each of the Fh*Fw kernel offsets one
+strided slice copy of the (C, N, Hp, Wp) padded input, and the GEMM result (K, N*Ho*Wo) already is the
+output in (K, N, Ho, Wo) memory order. :func:`conv_forward` returns that memory as an (N, K, Ho, Wo)
+array *view* (not C-contiguous; every NumPy operation handles it, ``np.ascontiguousarray`` makes a
+C-ordered copy). A following conv then finds its input already channel-major and skips the transpose
+copy; likewise :func:`conv_backward` returns dx as a channel-major view (saves an output-sized copy each
+way). Code must not assume C-contiguous activations (use ``reshape``, not ``.view``/``.data``).
+
+The notes' remark that "the backward pass for a convolution is also a convolution" is checked in the
+tests: for stride 1, dx is the convolution of dout with the spatially flipped, channel-transposed
+filters, padded by F - 1 - P.
+
+Memory: X_col is C*Fh*Fw times the input's size (the notes: "it can use a lot of memory"). It is built in
+a per-thread workspace that is reused across calls (fresh large arrays cost page faults: measured as
+half the time of an im2col copy), and the cache keeps x rather than X_col: :func:`conv_backward` rebuilds
+X_col (one extra copy) and then reuses the same workspace for dX_col. :func:`clear_workspace` frees it.
+
+Dilation follows PyTorch: ``dilation=1`` is an ordinary filter (the notes' "dilation 0"),
+``dilation=2`` leaves one gap between filter cells (the notes' "dilation 1"); a dilated filter covers
+``F_eff = dilation*(F - 1) + 1`` input pixels, and F_eff replaces F in the size formula.
+
+``fit`` chooses what happens when (W - F + 2P)/S + 1 is not an integer: ``"strict"`` raises
+:class:`volnet.ShapeError`, ``"floor"`` crops (PyTorch's default), ``"ceil"`` pads the rest with zeros on
+the bottom/right (see :mod:`volnet.ops.sizes`).
+
+Adding an algorithm (e.g. Winograd for 3x3 stride 1): write ``_conv_<name>(x, w, b, g) -> (out, extra)``
+and ``_conv_<name>_backward(dout, cache) -> (dx, dw, db)``, add both to ``_ALGOS`` and pick it in
+:func:`_choose_algo`. ``cache.algo`` routes the backward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from volnet.errors import ShapeError
+from volnet.ops.sizes import effective_size, padding_for, pair
+
+IntOrPair = int | tuple[int, int]
+
+__all__ = [
+    "ConvCache", "Geometry", "clear_workspace", "col2im", "conv_backward", "conv_forward", "conv_naive",
+    "geometry", "im2col",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one conv/local/pool application: input (N, C, H, W), filter Fh x Fw, output Ho x Wo.
+
+    ``pt, pb, pl, pr``: zero padding top/bottom/left/right actually applied (bottom/right exceed P only
+    with ``fit="ceil"``); ``Hp, Wp``: padded input size.
+    """
+
+    N: int
+    C: int
+    H: int
+    W: int
+    Fh: int
+    Fw: int
+    Sh: int
+    Sw: int
+    Dh: int
+    Dw: int
+    Ho: int
+    Wo: int
+    pt: int
+    pb: int
+    pl: int
+    pr: int
+
+    @property
+    def Hp(self) -> int:
+        return self.H + self.pt + self.pb
+
+    @property
+    def Wp(self) -> int:
+        return self.W + self.pl + self.pr
+
+    @property
+    def padded(self) -> bool:
+        return bool(self.pt or self.pb or self.pl or self.pr)
+
+
+def geometry(
+    x_shape: tuple[int, ...], F: IntOrPair, stride: IntOrPair = 1, pad: IntOrPair = 0,
+    dilation: IntOrPair = 1, fit: str = "strict", what: str = "conv",
+) -> Geometry:
+    """Output size and padding for an (N, C, H, W) input and an F (int or (Fh, Fw)) filter.
+
+    Raises :class:`volnet.ShapeError` (from :func:`volnet.ops.sizes.output_size`) when the filter does not
+    fit and ``fit="strict"``.
+    """
+    if len(x_shape) != 4:
+        raise ShapeError(f"{what}: input must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    N, C, H, W = (int(v) for v in x_shape)
+    Fh, Fw = pair(F, "F")
+    Sh, Sw = pair(stride, "stride")
+    Ph, Pw = pair(pad, "pad")
+    Dh, Dw = pair(dilation, "dilation")
+    Ho, pt, pb = padding_for(H, Fh, Sh, Ph, Dh, fit, what)
+    Wo, pl, pr = padding_for(W, Fw, Sw, Pw, Dw, fit, what)
+    # with fit="floor" the last rows/cols may be unreachable: pad only as far as windows reach
+    pb = max(0, min(pb, (Ho - 1) * Sh + effective_size(Fh, Dh) - H - pt))
+    pr = max(0, min(pr, (Wo - 1) * Sw + effective_size(Fw, Dw) - W - pl))
+    return Geometry(N, C, H, W, Fh, Fw, Sh, Sw, Dh, Dw, Ho, Wo, pt, pb, pl, pr)
+
+
+def _float_dtype(x: np.ndarray) -> np.dtype:
+    """The dtype arithmetic runs in: x's own float dtype (never upcast); float32 for non-float input."""
+    return x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im on the channel-major layout
+# ---------------------------------------------------------------------------------------------
+def _pad_cn(x: np.ndarray, g: Geometry) -> np.ndarray:
+    """x (N, C, H, W) -> zero-padded (C, N, Hp, Wp); a view when there is no padding."""
+    xcn = x.transpose(1, 0, 2, 3)
+    if not g.padded:
+        return xcn
+    xp = np.zeros((g.C, g.N, g.Hp, g.Wp), dtype=x.dtype)
+    xp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = xcn
+    return xp
+
+
+def _im2col_into(xcn: np.ndarray, g: Geometry, out6: np.ndarray) -> None:
+    """Fill out6 (C, Fh, Fw, N, Ho, Wo) (any strides) from the padded (C, N, Hp, Wp) input.
+
+    One strided slice copy per kernel offset (i, j): Fh*Fw copies in all.
+    """
+    hspan = (g.Ho - 1) * g.Sh + 1
+    wspan = (g.Wo - 1) * g.Sw + 1
+    for i in range(g.Fh):
+        h0 = i * g.Dh
+        for j in range(g.Fw):
+            w0 = j * g.Dw
+            out6[:, i, j] = xcn[:, :, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw]
+
+
+def _col2im_cn(cols6: np.ndarray, g: Geometry) -> np.ndarray:
+    """Adjoint of :func:`_im2col_into`: cols6 (C, Fh, Fw, N, Ho, Wo) -> (C, N, H, W) (a view).
+
+    Overlapping contributions are summed: one strided slice add per kernel offset.
+    """
+    hspan = (g.Ho - 1) * g.Sh + 1
+    wspan = (g.Wo - 1) * g.Sw + 1
+    dxp = np.zeros((g.C, g.N, g.Hp, g.Wp), dtype=cols6.dtype)
+    for i in range(g.Fh):
+        h0 = i * g.Dh
+        for j in range(g.Fw):
+            w0 = j * g.Dw
+            dxp[:, :, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw] += cols6[:, i, j]
+    return dxp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W]
+
+
+_tls = threading.local()
+
+
+def _workspace(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A per-thread scratch array of this shape, carved from one buffer that only grows.
+
+    Fresh large arrays cost page faults on first touch (measured: half of an im2col copy), so the
+    column matrix lives here. Only temporaries that die inside one call may use it.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_tls, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        _tls.buf = None  # free the old buffer before allocating the larger one
+        buf = _tls.buf = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def clear_workspace() -> None:
+    """Free this thread's conv scratch buffer (it holds the largest column matrix used so far)."""
+    _tls.buf = None
+
+
+def _im2col(x: np.ndarray, g: Geometry, scratch: bool = False) -> np.ndarray:
+    """x (N, C, H, W) -> X_col (C*Fh*Fw, N*Ho*Wo), rows (C, Fh, Fw), columns (N, Ho, Wo).
+
+    With ``scratch=True`` the result lives in the thread's workspace (valid until the next use).
+    """
+    xcn = _pad_cn(x, g)
+    rows = g.C * g.Fh * g.Fw
+    if g.Fh == g.Fw == g.Sh == g.Sw == 1 and not g.padded:  # 1x1 conv: the columns are x itself
+        return xcn.reshape(rows, g.N * g.Ho * g.Wo)  # a view when x is channel-major already
+    shape = (rows, g.N * g.Ho * g.Wo)
+    cols = _workspace(shape, x.dtype) if scratch else np.empty(shape, dtype=x.dtype)
+    _im2col_into(xcn, g, cols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo))
+    return cols
+
+
+def im2col(
+    x: np.ndarray, Fh: int, Fw: int, stride: IntOrPair = 1, pad: IntOrPair = 0,
+    dilation: IntOrPair = 1, fit: str = "strict",
+) -> np.ndarray:
+    """Stretch every receptive field of x into a column (the notes' ``X_col``).
+
+    x: input of shape (N, C, H, W) (the notes' D1 = C). Returns ``cols`` of shape
+    (C*Fh*Fw, N*Ho*Wo) with Ho = (H - Fh + 2P)/S + 1, Wo = (W - Fw + 2P)/S + 1. Rows are ordered
+    (C, Fh, Fw) like ``w.reshape(K, -1)``; columns are ordered (N, Ho, Wo) (image-major).
+
+    >>> im2col(np.zeros((1, 3, 227, 227)), 11, 11, stride=4).shape
+    (363, 3025)
+    """
+    x = np.asarray(x)
+    g = geometry(x.shape, (Fh, Fw), stride, pad, dilation, fit, "im2col")
+    cols = _im2col(x, g)
+    return cols.copy() if np.may_share_memory(cols, x) else cols
+
+
+def col2im(
+    cols: np.ndarray, x_shape: tuple[int, int, int, int], Fh: int, Fw: int, stride: IntOrPair = 1,
+    pad: IntOrPair = 0, dilation: IntOrPair = 1, fit: str = "strict",
+) -> np.ndarray:
+    """Adjoint of :func:`im2col`: scatter-add columns (C*Fh*Fw, N*Ho*Wo) back to an (N, C, H, W) array.
+
+    Overlapping receptive fields sum their contributions; padding is cropped. The result is an
+    (N, C, H, W) array in channel-major memory (a transposed view of a (C, N, H, W) buffer).
+    ``<col2im(c), x> == <c, im2col(x)>`` for all c and x.
+    """
+    g = geometry(tuple(x_shape), (Fh, Fw), stride, pad, dilation, fit, "col2im")
+    cols = np.asarray(cols)
+    want = (g.C * g.Fh * g.Fw, g.N * g.Ho * g.Wo)
+    if cols.shape != want:
+        raise ShapeError(
+            f"col2im: cols must have shape {want} for x shape {tuple(x_shape)}, got {cols.shape}"
+        )
+    return _col2im_cn(cols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# conv forward / backward
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ConvCache:
+    """What :func:`conv_backward` needs: the algorithm used, sizes, input and weights.
+
+    ``x`` and ``w`` are in the compute dtype (x's float dtype); ``extra`` is algorithm-specific
+    (None for im2col, which rebuilds X_col in the backward pass rather than keeping a copy nine times
+    the input's size); ``w_dtype``/``b_dtype`` are the caller's dtypes, given back to dw/db.
+    """
+
+    algo: str
+    geom: Geometry
+    x: np.ndarray
+    w: np.ndarray
+    has_bias: bool
+    w_dtype: np.dtype
+    b_dtype: np.dtype | None
+    extra: Any = None
+
+
+def _check_conv_args(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    x = np.asarray(x)
+    w = np.asarray(w)
+    if x.ndim != 4:
+        raise ShapeError(f"{what}: input x must be 4-D (N, C, H, W), got shape {x.shape}; "
+                         f"add a batch axis with x[None] for one image")
+    if w.ndim != 4:
+        raise ShapeError(f"{what}: filters w must be 4-D (K, C, Fh, Fw), got shape {w.shape}")
+    if x.shape[1] != w.shape[1]:
+        raise ShapeError(
+            f"{what}: input depth D={x.shape[1]} but filters have depth {w.shape[1]} (w shape {w.shape}); "
+            f"filters must span the whole input depth: use w of shape ({w.shape[0]}, {x.shape[1]}, "
+            f"{w.shape[2]}, {w.shape[3]})"
+        )
+    dt = _float_dtype(x)
+    x = x.astype(dt, copy=False)
+    w = w.astype(dt, copy=False)
+    if b is not None:
+        b = np.asarray(b)
+        if b.shape != (w.shape[0],):
+            raise ShapeError(f"{what}: bias must have shape (K,) = ({w.shape[0]},), got {b.shape}")
+    return x, w, b
+
+
+def _choose_algo(g: Geometry, K: int) -> str:
+    """Which algorithm computes this convolution. Only "im2col" exists so far."""
+    return "im2col"
+
+
+def _conv_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry) -> tuple[np.ndarray, Any]:
+    """out = W_row @ X_col (+ b): ONE GEMM (K, C*Fh*Fw) x (C*Fh*Fw, N*Ho*Wo). Returns (out, None)."""
+    K = w.shape[0]
+    cols = _im2col(x, g, scratch=True)
+    out = w.reshape(K, -1) @ cols
+    if b is not None:
+        out += b.astype(out.dtype, copy=False)[:, None]
+    return out.reshape(K, g.N, g.Ho, g.Wo).transpose(1, 0, 2, 3), None
+
+
+def _conv_im2col_backward(
+    dout: np.ndarray, cache: ConvCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col); X_col rebuilt."""
+    g, w = cache.geom, cache.w
+    K = w.shape[0]
+    d2 = dout.transpose(1, 0, 2, 3).reshape(K, -1)  # (K, N*Ho*Wo): free when dout is channel-major
+    db = d2.sum(axis=1) if cache.has_bias else None
+    cols = _im2col(cache.x, g, scratch=True)
+    dw = np.ascontiguousarray((cols @ d2.T).T).reshape(w.shape)  # measured faster than d2 @ cols.T
+    w_row_t = w.reshape(K, -1).T
+    if np.may_share_memory(cols, cache.x):  # 1x1 conv: cols is x itself, do not overwrite it
+        dcols = w_row_t @ d2
+    else:
+        dcols = np.matmul(w_row_t, d2, out=cols)  # reuse the workspace for dX_col
+    dx = _col2im_cn(dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
+    return dx, dw, db
+
+
+_ALGOS = {"im2col": (_conv_im2col, _conv_im2col_backward)}
+
+
+def conv_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: IntOrPair = 1, pad: IntOrPair = 0,
+    dilation: IntOrPair = 1, fit: str = "strict",
+) -> tuple[np.ndarray, ConvCache]:
+    """Convolve K filters over a batch of volumes: im2col + one matrix multiply.
+
+    Args:
+        x: input of shape (N, C, H, W), the notes' W1 x H1 x D1 volume with D1 = C.
+        w: filters of shape (K, C, Fh, Fw) (PyTorch/ONNX order); K*Fh*Fw*C weights.
+        b: biases of shape (K,), or None for no bias; K biases.
+        stride, pad, dilation: S, P and dilation, each an int or an (h, w) pair. dilation=1 is an
+            ordinary filter (the notes' "dilation 0"); dilation=2 is the notes' "dilation 1".
+        fit: "strict" | "floor" | "ceil" when (W - F + 2P)/S + 1 is not an integer.
+
+    Returns:
+        out of shape (N, K, Ho, Wo): ``W2 = (W1 - F + 2P)/S + 1``, ``H2 = (H1 - F + 2P)/S + 1``,
+        ``D2 = K``; in x's float dtype (float32 stays float32, float64 stays float64). Its memory is
+        channel-major (K, N, Ho, Wo); see the module docstring. And the cache for
+        :func:`conv_backward`.
+
+    Parameter count with sharing: ``K*F*F*D1 + K`` (e.g. 96 filters 11x11x3: 34,944).
+
+    Raises:
+        ShapeError: x or w not 4-D, depth mismatch (w.shape[1] != C), bias not (K,), or a filter that
+            does not fit (the message gives W, F, S, P and the fractional output size).
+
+    See: torch.nn.functional.conv2d (same weights, same result with fit="floor").
+    """
+    w_dtype = np.asarray(w).dtype
+    x, w, b = _check_conv_args(x, w, b, "conv")
+    K = w.shape[0]
+    g = geometry(x.shape, (w.shape[2], w.shape[3]), stride, pad, dilation, fit, "conv")
+    algo = _choose_algo(g, K)
+    out, extra = _ALGOS[algo][0](x, w, b, g)
+    b_dtype = None if b is None else b.dtype
+    return out, ConvCache(algo, g, x, w, b is not None, w_dtype, b_dtype, extra)
+
+
+def conv_backward(
+    dout: np.ndarray, cache: ConvCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of a convolution via col2im.
+
+    Args:
+        dout: upstream gradient of shape (N, K, Ho, Wo).
+        cache: from :func:`conv_forward`.
+
+    Returns:
+        dx (N, C, H, W) (channel-major memory), dw (K, C, Fh, Fw), db (K,) or None when b was None.
+        dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col).
+    """
+    g = cache.geom
+    want = (g.N, cache.w.shape[0], g.Ho, g.Wo)
+    dout = np.asarray(dout)
+    if dout.shape != want:
+        raise ShapeError(f"conv backward: dout must have shape {want} (N, K, Ho, Wo), got {dout.shape}")
+    dout = dout.astype(cache.w.dtype, copy=False)
+    dx, dw, db = _ALGOS[cache.algo][1](dout, cache)
+    dw = dw.astype(cache.w_dtype, copy=False)
+    if db is not None and cache.b_dtype is not None and np.issubdtype(cache.b_dtype, np.floating):
+        db = db.astype(cache.b_dtype, copy=False)
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------
+# naive oracle
+# ---------------------------------------------------------------------------------------------
+def conv_naive(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: IntOrPair = 1, pad: IntOrPair = 0,
+    dilation: IntOrPair = 1, fit: str = "strict",
+) -> np.ndarray:
+    """Reference convolution by plain loops over images, filters and output positions (slow; oracle).
+
+    out[n, k, i, j] = sum over (c, p, q) of xpad[n, c, i*Sh + p*Dh, j*Sw + q*Dw] * w[k, c, p, q] + b[k].
+    Same arguments and output shape as :func:`conv_forward`.
+    """
+    x, w, b = _check_conv_args(x, w, b, "conv")
+    K = w.shape[0]
+    g = geometry(x.shape, (w.shape[2], w.shape[3]), stride, pad, dilation, fit, "conv")
+    xp = np.zeros((g.N, g.C, g.Hp, g.Wp), dtype=x.dtype)
+    xp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = x
+    he = (g.Fh - 1) * g.Dh + 1
+    we = (g.Fw - 1) * g.Dw + 1
+    out = np.zeros((g.N, K, g.Ho, g.Wo), dtype=x.dtype)
+    for n in range(g.N):
+        for k in range(K):
+            for i in range(g.Ho):
+                for j in range(g.Wo):
+                    h0, w0 = i * g.Sh, j * g.Sw
+                    window = xp[n, :, h0:h0 + he:g.Dh, w0:w0 + we:g.Dw]
+                    out[n, k, i, j] = np.sum(window * w[k]) + (0 if b is None else b[k])
+    return out
