@@ -16,7 +16,8 @@ COMMANDS = ["summary", "train", "evaluate", "predict", "export", "import"]
 
 EPILOG = """examples (from the notes):
   volnet summary "INPUT [32x32x3] -> CONV5-12 -> RELU -> POOL2 -> FC-10"
-  volnet summary "INPUT [224x224x3] -> [[CONV3-64]*2 -> POOL2] -> [[CONV3-128]*2 -> POOL2] -> ..." --memory 4GB
+  volnet summary "INPUT [224x224x3] -> [CONV3-64 -> RELU]*3" --batch 10   # ~72MB per image
+  volnet summary "INPUT [32x32x3] -> [[CONV3-32 -> RELU]*2 -> POOL2]*3 -> FC-10" --memory 512MB
   volnet summary vgg16 --batch 32
   volnet train --model default --data fashion-mnist --epochs 5 --out runs/fmnist
   volnet evaluate runs/fmnist/best --data fashion-mnist

@@ -27,6 +27,11 @@ class Layer:
     - ``config() -> dict``: JSON-able keyword arguments that rebuild the layer: ``type(self)(**config)``.
     - ``macs(input_shape) -> int``: multiply-adds per sample.
     - ``token() -> str``: the layer in the notes' notation (``"CONV3-64"``), canonical form.
+
+    Shared helpers: ``train()``/``eval()`` (``train_mode``), ``astype(dtype)`` (params and buffers),
+    ``clear_cache()``, ``from_config(config)``, ``num_params()`` of the allocated params. ``forward(x,
+    train=False)`` keeps no cache (``self.cache is None``), so inference holds no activations.
+    ``multi_input`` layers (``Add``, ``Concat``) take a list of arrays and a list of shapes.
     """
 
     kind: str = "LAYER"
@@ -37,6 +42,8 @@ class Layer:
         self.buffers: dict[str, np.ndarray] = {}  # saved state that is not trained (BN running stats)
         self.input_shape: Shape | None = None
         self.train_mode: bool = True
+        self.dtype: np.dtype = np.dtype(np.float32)  # of the parameters ``build`` allocates
+        self.cache: Any = None  # what ``backward`` needs; kept only by ``forward(x, train=True)``
 
     # -- shape inference and parameters -------------------------------------------------------
     def output_shape(self, input_shape: Shape) -> Shape:
@@ -45,13 +52,19 @@ class Layer:
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
         return {}
 
-    def num_params(self, input_shape: Shape) -> int:
+    def num_params(self, input_shape: Shape | None = None) -> int:
+        """Trainable numbers: from ``param_shapes(input_shape)``, or the allocated params when None."""
+        if input_shape is None:
+            return int(sum(int(p.size) for p in self.params.values()))
         return int(sum(int(np.prod(s)) for s in self.param_shapes(input_shape).values()))
 
     def macs(self, input_shape: Shape) -> int:
         return 0
 
-    def build(self, input_shape: Shape, rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None, dtype: Any = None) -> None:
+        """Validate ``input_shape`` and allocate parameters; ``dtype=None`` keeps ``self.dtype``."""
+        if dtype is not None:
+            self.dtype = np.dtype(dtype)
         self.output_shape(input_shape)  # validates
         self.input_shape = tuple(input_shape)
 
@@ -62,9 +75,43 @@ class Layer:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    # -- modes, dtype, caches -----------------------------------------------------------------
+    #: True for merge layers (``Add``, ``Concat``) whose forward takes a list of inputs.
+    multi_input: bool = False
+
+    def train(self, mode: bool = True) -> Layer:
+        """Set ``train_mode`` (containers: recursively; their ``forward(x)`` uses it). Returns self."""
+        self.train_mode = bool(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """Same as ``train(False)``: inference (BN running statistics, no dropout, no caches)."""
+        return self.train(False)
+
+    def astype(self, dtype: Any) -> Layer:
+        """Convert params and buffers to ``dtype`` (e.g. float64 for gradient checks). Returns self.
+
+        The arrays are replaced, so optimizer state referring to the old arrays must be rebuilt.
+        """
+        self.dtype = np.dtype(dtype)
+        for d in (self.params, self.buffers):
+            for k in d:
+                d[k] = d[k].astype(self.dtype)
+        self.grads = {}
+        return self
+
+    def clear_cache(self) -> None:
+        """Drop what ``backward`` needed (after the last backward or for inference)."""
+        self.cache = None
+
     # -- serialisation ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """Rebuild from :meth:`config` (``cls(**config)``; containers rebuild their children too)."""
+        return cls(**config)
 
     def token(self) -> str:
         return self.kind

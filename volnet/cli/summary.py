@@ -1,0 +1,119 @@
+"""``volnet summary SPEC_OR_MODEL``: the layer table and the notes' memory accounting.
+
+SPEC_OR_MODEL is, in this order: a saved model directory (:func:`volnet.io.load`), a file holding a spec,
+a model zoo name (``vgg16``), or a spec in the notes' notation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from typing import Any
+
+from volnet.errors import SpecError, VolnetError
+
+HELP = "layer table (volumes, parameters, multiply-adds) and memory use of a net, as in the notes"
+
+EXAMPLES = """examples (from the notes):
+  volnet summary "INPUT [32x32x3] -> CONV3-12 -> RELU -> POOL2 -> FC-10"
+  volnet summary "INPUT [224x224x3] -> [CONV3-64]*3"          # about 10M activations, ~72MB per image
+  volnet summary "INPUT [32x32x3] -> [[CONV3-64 -> RELU]*2 -> POOL2]*3 -> FC-512 -> RELU -> FC-10"
+  volnet summary "INPUT [227x227x3] -> CONV11-96/4p0 -> RELU -> POOL3/2 -> FC-10"   # AlexNet's first layer
+  volnet summary vgg16.txt --batch 32 --memory 4GB --optimizer momentum
+  volnet summary runs/fmnist/best --input 32x32x1 --json
+  volnet summary vgg16 --memory 12GB --dtype float64
+
+memory = activations + their gradients (x batch) + parameters x3 (params, grads, one optimizer cache;
+x2 sgd, x4 adam) + the input batch; values x4 bytes (x8 float64), divided by 1024 for KB/MB/GB.
+--memory prints the largest batch that fits (activations and input scale with the batch, params don't).
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="SPEC_OR_MODEL",
+                   help="a spec (\"INPUT [32x32x3] -> CONV3-12 -> ...\"), a file with one, a saved model "
+                        "directory or a zoo name")
+    p.add_argument("--input", metavar="WxHxD", default=None,
+                   help="input volume (width x height x depth); overrides the spec's INPUT")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per batch (default 1)")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="memory budget such as 4GB or 512MB: print the largest batch that fits")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="4 or 8 bytes per value (default float32)")
+    p.add_argument("--optimizer", default=None, metavar="NAME",
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam: parameter memory factor "
+                        "2/3/3/3/3/4 (default 3, as the notes)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _exists(path: str, test: Any) -> bool:
+    try:
+        return bool(test(path))
+    except (OSError, ValueError):  # names too long for the file system, NUL bytes
+        return False
+
+
+def _zoo_names(zoo: Any) -> list[str]:
+    for attr in ("names", "NAMES", "MODELS", "SPECS", "ZOO"):
+        v = getattr(zoo, attr, None)
+        v = v() if callable(v) else v
+        if isinstance(v, (dict, list, tuple, set, frozenset)):
+            return sorted(str(k) for k in v)
+    return []
+
+
+def resolve(arg: str) -> Any:
+    """A net or a spec string for SPEC_OR_MODEL (see the module docstring for the order)."""
+    if _exists(arg, os.path.isdir):
+        try:
+            from volnet.io import load
+        except ImportError as e:  # pragma: no cover - io is part of volnet
+            raise VolnetError(f"{arg!r} is a directory but volnet.io is not available to load it") from e
+        return load(arg)
+    if _exists(arg, os.path.isfile):
+        with open(arg, encoding="utf-8") as f:
+            text = f.read()
+        lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+        return "\n".join(lines)
+    if re.fullmatch(r"[A-Za-z][\w.-]*", arg.strip()):
+        try:
+            from volnet import zoo
+        except ImportError:
+            zoo = None  # type: ignore[assignment]
+        if zoo is not None:
+            names = _zoo_names(zoo)
+            name = arg.strip().lower()
+            if not names or name in [n.lower() for n in names]:
+                spec_fn = getattr(zoo, "spec", None)
+                try:
+                    if callable(spec_fn):
+                        s = spec_fn(name)
+                        if isinstance(s, str):
+                            return s
+                    return zoo.get(name)
+                except (KeyError, ValueError):  # VolnetError is a ValueError
+                    if names:
+                        raise
+    return arg
+
+
+def run(args: argparse.Namespace) -> int:
+    from volnet.summary import summary
+
+    target = resolve(args.model)
+    try:
+        s = summary(target, input_shape=args.input, batch=args.batch, memory=args.memory,
+                    optimizer=args.optimizer, dtype=args.dtype)
+    except SpecError as e:
+        if isinstance(target, str) and re.fullmatch(r"[A-Za-z][\w.-]*", target.strip()):
+            hint = " (not a file, model directory or zoo name either)"
+            first, _, rest = str(e).partition("\n")
+            raise SpecError(f"{first}{hint}\n{rest}" if rest else first + hint) from e
+        raise
+    if args.json:
+        print(json.dumps(s.to_dict(), indent=2))
+    else:
+        print(s)
+    return 0

@@ -1,0 +1,316 @@
+"""Model files: a directory with ``model.json`` (architecture) and ``weights.npz`` (arrays), atomic writes.
+
+``model.json``::
+
+    {"format": "volnet-model", "version": 1, "input_shape": [3, 32, 32], "dtype": "float32",
+     "spec": "INPUT [32x32x3] -> CONV3-16 -> ...",
+     "net": {"type": "Sequential",
+             "config": {"layers": [{"name": "conv1", "type": "Conv", "config": {...}}, ...]}}}
+
+``weights.npz`` holds every param and buffer by dotted name (``conv1.w``, ``bn1.running_mean``), plain
+arrays only: loading uses ``np.load(..., allow_pickle=False)`` and instantiates only registered layer
+classes (:func:`volnet.net.layer_types`), so a model file never executes code. Every problem
+(missing file, bad JSON, newer version, unknown layer, missing/extra/wrong-shape arrays, truncated zip)
+raises :class:`volnet.ModelFileError` with one line naming it.
+
+Writes go to a temporary sibling (file or directory) that is renamed over the target, so a crash leaves
+either the old model or the new one, never a mix. :func:`atomic_write_bytes` / :func:`atomic_write_text`
+do the same for single files (trainer checkpoints, metrics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volnet.errors import ModelFileError, VolnetError
+from volnet.layers.base import Layer
+
+FORMAT = "volnet-model"
+VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.npz"
+_OWN_FILES = {MODEL_JSON, WEIGHTS}
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename (best effort: not every platform can open a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same directory, fsync, ``os.replace``.
+
+    Readers see the old content or the new one, never a partial file; on error the temp file is removed
+    and the old file is untouched.
+    """
+    path = Path(path)
+    tmp = _temp_name(path, ".tmp")
+    # O_EXCL: never follow or reuse an existing file; mode 0o666 & ~umask, as open() would create it
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """:func:`atomic_write_bytes` for text."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    """A fresh hidden sibling name of ``path`` (same directory, so renames stay atomic)."""
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _is_replaceable(path: Path) -> bool:
+    """Only an empty directory or a volnet model directory may be replaced (never arbitrary data)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    names = {p.name for p in path.iterdir()}
+    return not names or (MODEL_JSON in names and names <= _OWN_FILES)
+
+
+def atomic_write_dir(path: str | os.PathLike[str], files: dict[str, bytes]) -> None:
+    """Write a directory of files atomically: build it as a temp sibling, then rename it over ``path``.
+
+    An existing target (which must be an empty or volnet model directory) is first renamed away, the new
+    one renamed in, and the old one removed; on a failure before the swap the old directory stays intact
+    and no temp directory is left behind.
+    """
+    path = Path(path)
+    parent = path.parent
+    if path.exists() and not _is_replaceable(path):
+        raise ModelFileError(
+            f"{path} exists and is not a volnet model directory (only {MODEL_JSON} and {WEIGHTS}); "
+            f"refusing to overwrite it: choose another path"
+        )
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path, ".tmp")
+    os.mkdir(tmp)  # permissions from the umask, like any directory the user creates
+    old: Path | None = None
+    try:
+        for name, data in files.items():
+            _write_file(tmp / name, data)
+        _fsync_dir(tmp)
+        if path.exists():
+            old = _temp_name(path, ".old")
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old is not None:  # put the previous model back
+                os.rename(old, path)
+                old = None
+            raise
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- save
+
+
+def save(net: Layer, path: str | os.PathLike[str]) -> None:
+    """Save ``net`` (any built Layer, usually a Sequential or Graph) as a model directory at ``path``.
+
+    Writes ``model.json`` and ``weights.npz`` (params + buffers by dotted name) via
+    :func:`atomic_write_dir`. The net must know its input shape (built, or run once).
+    """
+    from volnet.net import Container, layer_to_config
+
+    if net.input_shape is None:
+        raise ModelFileError(
+            "save: the net has no input shape; build it first (net.build(input_shape)) or run a forward"
+        )
+    if isinstance(net, Container):
+        net.build(net.input_shape)  # allocates anything still lazy (no-op when built)
+    elif not net.params and net.param_shapes(net.input_shape):
+        net.build(net.input_shape)
+    arrays: dict[str, np.ndarray] = {}
+    for kind, d in (("param", net.params), ("buffer", net.buffers)):
+        for k, v in d.items():
+            if k in arrays:
+                raise ModelFileError(f"save: {kind} name {k!r} is used twice")
+            arrays[k] = np.ascontiguousarray(v)
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "input_shape": [int(v) for v in net.input_shape],
+        "dtype": str(np.dtype(getattr(net, "dtype", np.float32))),
+        "net": layer_to_config(net),
+    }
+    if hasattr(net, "spec"):
+        doc["spec"] = net.spec()
+    text = json.dumps(doc, indent=2, allow_nan=False)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_dir(path, {MODEL_JSON: text.encode("utf-8"), WEIGHTS: buf.getvalue()})
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelFileError(f"{MODEL_JSON}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ModelFileError(f"{MODEL_JSON}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelFileError(
+            f"{MODEL_JSON}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{MODEL_JSON}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _check_header(doc: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        raise ModelFileError(f"{MODEL_JSON}: format {fmt!r} is not {FORMAT!r}; not a volnet model file")
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{MODEL_JSON}: version must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise ModelFileError(
+            f"{MODEL_JSON} version {version} is newer than this volnet ({VERSION}): upgrade volnet"
+        )
+    shape = doc.get("input_shape")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+        raise ModelFileError(f"{MODEL_JSON}: input_shape must be a list of positive integers, got {shape!r}")
+    dtype_name = doc.get("dtype", "float32")
+    if dtype_name not in ("float32", "float64"):
+        raise ModelFileError(f"{MODEL_JSON}: dtype must be 'float32' or 'float64', got {dtype_name!r}")
+    if "net" not in doc:
+        raise ModelFileError(f"{MODEL_JSON}: no \"net\" entry (the layer configuration)")
+    return tuple(shape), np.dtype(dtype_name)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz without pickle; any damage becomes a one-line ModelFileError."""
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{WEIGHTS}: truncated or not an .npz (zip) archive; save the model again")
+    out: dict[str, np.ndarray] = {}
+    key = None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                out[key] = z[key]
+    except ValueError as e:
+        if "pickle" in str(e) and key is not None:
+            raise ModelFileError(
+                f"{WEIGHTS}: array {key!r} holds Python objects (pickle), which volnet never loads"
+            ) from None
+        raise ModelFileError(
+            f"{WEIGHTS}: truncated or corrupt ({_first_line(e)}); save the model again"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, RuntimeError) as e:
+        where = f" at array {key!r}" if key is not None else ""
+        raise ModelFileError(
+            f"{WEIGHTS}: truncated or corrupt{where} ({_first_line(e)}); save the model again"
+        ) from None
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def load(path: str | os.PathLike[str]) -> Layer:
+    """Read a model directory written by :func:`save` and return the built net with its weights.
+
+    Raises ModelFileError (one line) for a missing directory or file, invalid JSON, an unknown format,
+    a newer version, unknown layer types or bad configs, a net that does not fit its input_shape,
+    missing/extra arrays, wrong array shapes, non-float arrays or a truncated ``weights.npz``.
+    """
+    from volnet.net import Container, layer_from_config
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"no model at {path}: the directory does not exist")
+    if not path.is_dir():
+        raise ModelFileError(
+            f"{path} is a file; a volnet model is a directory with {MODEL_JSON} and {WEIGHTS}"
+        )
+    mj, wz = path / MODEL_JSON, path / WEIGHTS
+    if not mj.is_file():
+        raise ModelFileError(f"{MODEL_JSON} missing in {path}; is this a volnet model directory?")
+    if not wz.is_file():
+        raise ModelFileError(f"{WEIGHTS} missing in {path}; the model was not saved completely")
+    doc = _read_json(mj)
+    input_shape, dtype = _check_header(doc)
+    try:
+        net = layer_from_config(doc["net"], where="net")
+        net.astype(dtype)
+        if isinstance(net, Container):
+            net.build(input_shape, dtype=dtype)
+        else:
+            net.build(input_shape, np.random.default_rng(0), dtype)
+    except VolnetError as e:
+        raise ModelFileError(f"{MODEL_JSON}: {e}") from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise ModelFileError(f"{MODEL_JSON}: bad layer configuration: {e}") from None
+    arrays = _read_npz(wz)
+    targets = {**net.params, **net.buffers}
+    missing = [k for k in targets if k not in arrays]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelFileError(f"{WEIGHTS}: missing array {missing[0]!r}{more}; the model expects it")
+    extra = [k for k in arrays if k not in targets]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise ModelFileError(
+            f"{WEIGHTS}: unexpected array {extra[0]!r}{more}; not part of the model in {MODEL_JSON}"
+        )
+    for k, dst in targets.items():
+        a = arrays[k]
+        if a.shape != dst.shape:
+            raise ModelFileError(
+                f"{WEIGHTS}: array {k!r} has shape {a.shape}, model expects {dst.shape}"
+            )
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise ModelFileError(f"{WEIGHTS}: array {k!r} has dtype {a.dtype}, expected a float array")
+        dst[...] = a
+    return net

@@ -1,0 +1,768 @@
+"""Containers: ``Sequential`` (a stack, the notes' ``INPUT -> CONV -> RELU -> POOL -> FC``) and ``Graph``
+(a DAG of named nodes with the merge layers ``Add`` (ResNet's residual sum) and ``Concat`` (GoogLeNet's
+channel concatenation)).
+
+Both are :class:`~volnet.layers.base.Layer` s, so they nest (a ResNet block is a ``Graph`` inside a
+``Sequential``). Parameters are exposed as flat dicts with dotted names (``conv1.w``, ``block1.conv2.b``)
+that reference the layers' own arrays, so an optimizer updating ``net.params[k]`` in place updates the
+layer. ``net.grads`` is collected afresh from the layers on every access (after each ``backward``).
+
+>>> from volnet.layers import Conv, FC, Pool, ReLU
+>>> net = Sequential([Conv(8, 3, pad=1), ReLU(), Pool(2), FC(10)], input_shape=(3, 8, 8))
+>>> net.spec()
+'INPUT [8x8x3] -> CONV3-8 -> RELU -> POOL2 -> FC-10'
+>>> sorted(net.params)
+['conv1.b', 'conv1.w', 'fc1.b', 'fc1.w']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from volnet.errors import ShapeError, VolnetError
+from volnet.layers import LAYER_TYPES
+from volnet.layers._common import shape_str
+from volnet.layers.base import Layer, Shape
+
+InShape = Shape | list[Shape]  # a merge layer's input is a list of shapes
+Row = tuple[str, Layer, InShape, Shape]  # layer_shapes(): (dotted name, leaf, input shape, output shape)
+
+
+# --------------------------------------------------------------------------- merge layers
+
+
+class Add(Layer):
+    """ADD: elementwise sum of its inputs (ResNet's residual connection y = F(x) + x).
+
+    All inputs must have the same shape (else ShapeError: use a 1x1 CONV projection on the shortcut).
+    Backward hands dout unchanged to every input. No params; macs 0.
+
+    See: ``torch.add`` / ``a + b`` in a ResNet block.
+    """
+
+    kind = "ADD"
+    multi_input = True
+
+    def output_shape(self, input_shape: Any) -> Shape:
+        shapes = _shape_list(input_shape, self.token())
+        first = shapes[0]
+        for s in shapes[1:]:
+            if s != first:
+                raise ShapeError(
+                    f"{self.token()}: input shapes differ: {shape_str(shapes)}; a residual sum needs equal "
+                    f"shapes: give the shortcut a 1x1 CONV (projection, with stride) or pad the depth"
+                )
+        return first
+
+    def forward(self, x: Any, train: bool = True) -> np.ndarray:
+        xs = list(x)
+        out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+        for xi in xs[2:]:
+            out += xi
+        self.cache = len(xs) if train else None
+        return out
+
+    def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
+        if self.cache is None:
+            raise RuntimeError("ADD: backward needs a forward(x, train=True) first")
+        return [dout] * int(self.cache)
+
+
+class Concat(Layer):
+    """CONCAT: concatenate the inputs along the channel axis (D); spatial sizes must agree.
+
+    (D1, H, W), (D2, H, W), ... -> (D1 + D2 + ..., H, W) (GoogLeNet's Inception output); 1-D feature
+    vectors concatenate too. Backward splits dout along the channels. No params; macs 0.
+
+    See: ``torch.cat(xs, dim=1)``.
+    """
+
+    kind = "CONCAT"
+    multi_input = True
+
+    def output_shape(self, input_shape: Any) -> Shape:
+        shapes = _shape_list(input_shape, self.token())
+        rest = shapes[0][1:]
+        for s in shapes:
+            if len(s) != len(shapes[0]) or s[1:] != rest:
+                raise ShapeError(
+                    f"{self.token()}: inputs {shape_str(shapes)} differ in more than the depth; channel "
+                    "concatenation needs equal W x H: use size-preserving padding (P = (F - 1)/2) in each "
+                    "branch"
+                )
+        return (sum(s[0] for s in shapes), *rest)
+
+    def forward(self, x: Any, train: bool = True) -> np.ndarray:
+        xs = list(x)
+        out = np.concatenate(xs, axis=1)
+        self.cache = [int(a.shape[1]) for a in xs] if train else None
+        return out
+
+    def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
+        if self.cache is None:
+            raise RuntimeError("CONCAT: backward needs a forward(x, train=True) first")
+        return np.split(dout, np.cumsum(self.cache)[:-1], axis=1)
+
+
+def _shape_list(input_shape: Any, what: str) -> list[Shape]:
+    if not isinstance(input_shape, (list, tuple)) or not input_shape or not all(
+        isinstance(s, (list, tuple)) for s in input_shape
+    ):
+        raise ShapeError(
+            f"{what}: expects a list of input shapes (one per incoming node), got {input_shape!r}"
+        )
+    return [tuple(int(v) for v in s) for s in input_shape]
+
+
+# --------------------------------------------------------------------------- config helpers
+
+
+def layer_types() -> dict[str, type[Layer]]:
+    """Every class a model file may name: the layers of :data:`volnet.layers.LAYER_TYPES` + containers."""
+    return {**LAYER_TYPES, "Sequential": Sequential, "Graph": Graph, "Add": Add, "Concat": Concat}
+
+
+def layer_to_config(layer: Layer) -> dict[str, Any]:
+    """``{"type": class name, "config": layer.config()}`` (nested for containers)."""
+    return {"type": type(layer).__name__, "config": layer.config()}
+
+
+def layer_from_config(d: Any, where: str = "net") -> Layer:
+    """Rebuild a layer from :func:`layer_to_config`'s dict; only registered classes (no code runs).
+
+    Raises VolnetError naming ``where`` (the position in the nested config) on unknown types or bad
+    arguments.
+    """
+    if not isinstance(d, dict) or "type" not in d:
+        raise VolnetError(f"{where}: expected an object with a \"type\" (layer class name), got {_short(d)}")
+    name = d["type"]
+    types = layer_types()
+    if not isinstance(name, str) or name not in types:
+        raise VolnetError(f"{where}: unknown layer type {name!r}; known: {', '.join(sorted(types))}")
+    cfg = d.get("config", {})
+    if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
+        raise VolnetError(
+            f"{where}: \"config\" of {name} must be an object of keyword arguments, got {_short(cfg)}"
+        )
+    cls = types[name]
+    try:
+        if issubclass(cls, Container):
+            return cls.from_config(cfg, where=where)
+        return cls.from_config(cfg)
+    except VolnetError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise VolnetError(f"{where}: bad config for {name}: {e}") from None
+
+
+def _short(v: Any, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or "." in name or name == "input" or name.strip() != name:
+        raise VolnetError(
+            "layer name must be a non-empty string without dots or spaces at the ends, not 'input'; "
+            f"got {name!r}"
+        )
+    return name
+
+
+def _wrap_shape_error(e: ShapeError, name: str) -> ShapeError:
+    """Prefix the dotted layer path to a ShapeError raised inside a container (nested: path grows)."""
+    path = getattr(e, "layer_path", None)
+    base = getattr(e, "base_message", str(e))
+    full = name if path is None else f"{name}.{path}"
+    err = ShapeError(f"layer {full}: {base}")
+    err.layer_path = full  # type: ignore[attr-defined]
+    err.base_message = base  # type: ignore[attr-defined]
+    return err
+
+
+def _zero_grads(layer: Layer) -> None:
+    """Zero gradients for a layer that received no gradient (a node that does not reach the output)."""
+    if isinstance(layer, Container):
+        for _, child in layer.children():
+            _zero_grads(child)
+    else:
+        layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+
+
+# --------------------------------------------------------------------------- containers
+
+
+class Container(Layer):
+    """What ``Sequential`` and ``Graph`` share: flat dotted params, modes, dtype, predict, save, spec."""
+
+    kind = "CONTAINER"
+
+    def __init__(self, input_shape: Shape | None = None, seed: int = 0) -> None:
+        # No Layer.__init__: params/grads/buffers are views of the children (properties below).
+        self.input_shape: Shape | None = None if input_shape is None else tuple(int(v) for v in input_shape)
+        self.train_mode = True
+        self.dtype = np.dtype(np.float32)
+        self.cache = None
+        self.seed = int(seed)
+        self._built = False
+
+    # -- children (subclasses) -------------------------------------------------------------------
+    def children(self) -> list[tuple[str, Layer]]:
+        """(name, layer) of the direct children, in execution order."""
+        raise NotImplementedError
+
+    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+        raise NotImplementedError
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The direct children, in execution order."""
+        return [layer for _, layer in self.children()]
+
+    def named_layers(self, prefix: str = "", leaves_only: bool = True) -> Iterator[tuple[str, Layer]]:
+        """(dotted name, layer) depth-first; containers themselves too when ``leaves_only=False``."""
+        for name, layer in self.children():
+            full = f"{prefix}{name}"
+            if isinstance(layer, Container):
+                if not leaves_only:
+                    yield full, layer
+                yield from layer.named_layers(full + ".", leaves_only)
+            else:
+                yield full, layer
+
+    # -- flat parameter views ----------------------------------------------------------------------
+    def _flat(self, attr: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, layer in self.children():
+            for k, v in getattr(layer, attr).items():
+                out[f"{name}.{k}"] = v
+        return out
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        """Trainable arrays by dotted name (the layers' own arrays: update in place)."""
+        return self._flat("params")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        """Gradients of the last backward by dotted name (same keys as ``params``)."""
+        return self._flat("grads")
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        """Non-trained saved state by dotted name (BN ``running_mean``/``running_var``)."""
+        return self._flat("buffers")
+
+    # -- shapes ----------------------------------------------------------------------------------
+    def layer_shapes(self, input_shape: Shape | None = None) -> list[Row]:
+        """(dotted name, leaf layer, input shape, output shape) for every leaf, depth first.
+
+        A merge layer's input shape is the list of its inputs' shapes.
+        """
+        return self._trace(self._shape_or_default(input_shape), "")[0]
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return self._trace(tuple(input_shape), "")[1]
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        out: dict[str, Shape] = {}
+        for name, layer, s_in, _ in self._trace(tuple(input_shape), "")[0]:
+            for k, s in layer.param_shapes(s_in).items():  # type: ignore[arg-type]
+                out[f"{name}.{k}"] = s
+        return out
+
+    def macs(self, input_shape: Shape | None = None) -> int:
+        """Multiply-adds per sample, summed over the leaves (CONV/LOCAL/FC; others count 0)."""
+        return sum(int(layer.macs(s_in)) for _, layer, s_in, _ in self.layer_shapes(input_shape))  # type: ignore[arg-type]
+
+    def num_params(self, input_shape: Shape | None = None) -> int:
+        """Trainable numbers (allocated ones, or what ``input_shape`` would allocate)."""
+        if input_shape is None and not self._built and self.input_shape is not None:
+            input_shape = self.input_shape
+        if input_shape is None:
+            return int(sum(int(v.size) for v in self.params.values()))
+        return int(sum(int(np.prod(s)) for s in self.param_shapes(input_shape).values()))
+
+    def _shape_or_default(self, input_shape: Shape | None) -> Shape:
+        if input_shape is None:
+            if self.input_shape is None:
+                raise ShapeError(
+                    f"{type(self).__name__}: no input shape: pass one or build(input_shape) first"
+                )
+            return self.input_shape
+        return tuple(int(v) for v in input_shape)
+
+    # -- building ------------------------------------------------------------------------------
+    def build(self, input_shape: Shape, seed: int | np.random.Generator | None = None,  # type: ignore[override]
+              dtype: Any = None) -> None:
+        """Check shapes through the whole net and allocate every parameter (He init).
+
+        ``seed``: an int (default: the constructor's seed, 0) or a Generator (used by a parent container);
+        ``dtype``: float32 unless given. Raises ShapeError naming the first layer that does not fit.
+        Idempotent: layers already built keep their parameters.
+        """
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            self.astype(dtype)
+        if isinstance(seed, np.random.Generator):
+            rng = seed
+        else:
+            rng = np.random.default_rng(self.seed if seed is None else int(seed))
+        input_shape = tuple(int(v) for v in input_shape)
+        self._build_children(input_shape, rng)
+        self.input_shape = input_shape
+        self._built = True
+
+    def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def _prepare(self, x: np.ndarray) -> None:
+        shape = tuple(int(v) for v in np.shape(x)[1:])
+        if not self._built:
+            if self.input_shape is not None and np.ndim(x) == len(self.input_shape):
+                raise ShapeError(
+                    f"{type(self).__name__}: input has shape {np.shape(x)} = one sample of "
+                    f"{shape_str(self.input_shape)}; add the batch axis with x[None]"
+                )
+            self.build(shape)
+        elif shape != self.input_shape:
+            if self.input_shape is not None and tuple(np.shape(x)) == self.input_shape:
+                raise ShapeError(
+                    f"{type(self).__name__}: input has shape {np.shape(x)} = one sample; add the batch axis "
+                    f"with x[None]"
+                )
+            self.output_shape(shape)  # names the layer that does not fit this input
+
+    # -- modes, dtype, caches ------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Container:
+        self.train_mode = bool(mode)
+        for _, layer in self.children():
+            layer.train(mode)
+        return self
+
+    def eval(self) -> Container:
+        return self.train(False)
+
+    def astype(self, dtype: Any) -> Container:
+        """Convert every param and buffer (e.g. ``net.astype(np.float64)`` for gradient checks)."""
+        self.dtype = np.dtype(dtype)
+        for _, layer in self.children():
+            layer.astype(dtype)
+        return self
+
+    def clear_cache(self) -> None:
+        for _, layer in self.children():
+            layer.clear_cache()
+
+    def _mode(self, train: bool | None) -> bool:
+        return self.train_mode if train is None else bool(train)
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Scores for x in batches of ``batch_size``, inference mode (train=False), no caches kept."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        x = np.asarray(x)
+        self._prepare(x[:1] if len(x) else x)
+        outs = [np.ascontiguousarray(self.forward(x[i : i + batch_size], train=False))
+                for i in range(0, len(x), batch_size)]
+        self.clear_cache()
+        if not outs:
+            return np.zeros((0, *self.output_shape(tuple(x.shape[1:]))), dtype=self.dtype)
+        return np.concatenate(outs)
+
+    # -- random state (dropout) -------------------------------------------------------------------
+    def rng_states(self) -> dict[str, Any]:
+        """JSON-able random states of the layers that have one (Dropout), by dotted name."""
+        return {name: layer.rng_state() for name, layer in self.named_layers() if hasattr(layer, "rng_state")}
+
+    def set_rng_states(self, states: dict[str, Any]) -> None:
+        """Restore :meth:`rng_states` (bit-identical dropout masks after resuming)."""
+        layers = dict(self.named_layers())
+        for name, state in states.items():
+            if name not in layers or not hasattr(layers[name], "set_rng_state"):
+                raise VolnetError(f"rng state for {name!r}: no such dropout layer in this net")
+            layers[name].set_rng_state(state)
+
+    # -- notation and files ----------------------------------------------------------------------
+    def spec(self, input_shape: Shape | None = None) -> str:
+        """The net in the notes' notation: ``INPUT [WxHxD] -> CONV3-64 -> RELU -> ...``."""
+        shape = input_shape if input_shape is not None else self.input_shape
+        body = self._spec_body()
+        return body if shape is None else f"INPUT {shape_str(tuple(shape))} -> {body}"
+
+    def _spec_body(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
+
+    def save(self, path: str) -> None:
+        """Write the model directory (``model.json`` + ``weights.npz``) atomically; see :mod:`volnet.io`."""
+        from volnet.io import save
+
+        save(self, path)
+
+
+class Sequential(Container):
+    """A stack of layers: ``Sequential(layers, input_shape=None, seed=0)``.
+
+    ``layers``: Layers or ``(name, Layer)`` pairs (or ``{"name", "type", "config"}`` dicts from
+    :meth:`config`). Default names are the lower-case kind plus a per-kind counter: ``conv1, relu1,
+    pool1, conv2, ..., fc1``. With ``input_shape`` the net is built at once (He init from ``seed``);
+    otherwise at the first forward from the input's shape.
+
+    See: ``torch.nn.Sequential``.
+    """
+
+    kind = "BLOCK"
+
+    def __init__(self, layers: Iterable[Any] = (), input_shape: Shape | None = None, seed: int = 0) -> None:
+        super().__init__(input_shape, seed)
+        self._items: list[tuple[str, Layer]] = []
+        items: list[tuple[str | None, Layer]] = []
+        for i, item in enumerate(layers):
+            if isinstance(item, Layer):
+                items.append((None, item))
+            elif isinstance(item, dict):
+                items.append((item.get("name"), layer_from_config(item, where=f"layers[{i}]")))
+            elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], Layer):
+                items.append((item[0], item[1]))
+            else:
+                raise VolnetError(
+                    f"Sequential: layers[{i}] must be a Layer or a (name, Layer) pair, got {_short(item)}"
+                )
+        taken = {n for n, _ in items if n is not None}
+        counters: dict[str, int] = {}
+        for name, layer in items:
+            if name is None:
+                base = layer.kind.lower()
+                while True:
+                    counters[base] = counters.get(base, 0) + 1
+                    name = f"{base}{counters[base]}"
+                    if name not in taken:
+                        break
+                taken.add(name)
+            self._append(name, layer)
+        if self.input_shape is not None:
+            self.build(self.input_shape)
+
+    def _append(self, name: str, layer: Layer) -> None:
+        _check_name(name)
+        if any(n == name for n, _ in self._items):
+            raise VolnetError(f"Sequential: duplicate layer name {name!r}")
+        if layer.multi_input:
+            raise VolnetError(f"Sequential: {layer.token()} merges several inputs; use it inside a Graph")
+        self._items.append((name, layer))
+
+    def add(self, layer: Layer, name: str | None = None) -> str:
+        """Append a layer (default name: kind + counter); returns its name. The net rebuilds lazily."""
+        if name is None:
+            base, i = layer.kind.lower(), 1
+            while any(n == f"{base}{i}" for n, _ in self._items):
+                i += 1
+            name = f"{base}{i}"
+        self._append(name, layer)
+        self._built = False
+        return name
+
+    def children(self) -> list[tuple[str, Layer]]:
+        return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, key: int | str) -> Layer:
+        if isinstance(key, str):
+            for n, layer in self._items:
+                if n == key:
+                    return layer
+            raise KeyError(key)
+        return self._items[key][1]
+
+    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+        rows: list[Row] = []
+        shape = tuple(input_shape)
+        for name, layer in self._items:
+            try:
+                if isinstance(layer, Container):
+                    sub, out = layer._trace(shape, f"{prefix}{name}.")
+                    rows.extend(sub)
+                else:
+                    out = layer.output_shape(shape)
+                    rows.append((f"{prefix}{name}", layer, shape, out))
+            except ShapeError as e:
+                raise _wrap_shape_error(e, name) from None
+            shape = out
+        return rows, shape
+
+    def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        shape = input_shape
+        for name, layer in self._items:
+            try:
+                layer.build(shape, rng, self.dtype)
+                shape = layer.output_shape(shape)
+            except ShapeError as e:
+                raise _wrap_shape_error(e, name) from None
+
+    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
+        """Run every layer in order; ``train=None`` uses the mode set by ``train()``/``eval()``."""
+        train = self._mode(train)
+        self._prepare(x)
+        for _, layer in self._items:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Backpropagate through the layers in reverse; fills every layer's grads; returns dx."""
+        for _, layer in reversed(self._items):
+            dout = layer.backward(dout)
+        return dout
+
+    def config(self) -> dict[str, Any]:
+        return {"layers": [{"name": n, **layer_to_config(layer)} for n, layer in self._items]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Sequential:  # type: ignore[override]
+        layers = config.get("layers")
+        if not isinstance(layers, list):
+            raise VolnetError(f"{where}: Sequential config needs a \"layers\" list")
+        extra = set(config) - {"layers", "input_shape", "seed"}
+        if extra:
+            raise VolnetError(f"{where}: unexpected Sequential config keys {sorted(extra)}")
+        items = []
+        for i, d in enumerate(layers):
+            if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+                raise VolnetError(
+                    f"{where}.layers[{i}]: expected {{\"name\", \"type\", \"config\"}}, got {_short(d)}"
+                )
+            items.append((d["name"], layer_from_config(d, where=f"{where}.layers[{i}] ({d['name']})")))
+        return cls(items, config.get("input_shape"), config.get("seed", 0))
+
+    def token(self) -> str:
+        return f"[{self._spec_body()}]"
+
+    def _spec_body(self) -> str:
+        return " -> ".join(layer.token() for _, layer in self._items)
+
+
+class Graph(Container):
+    """A DAG of named nodes: ``g.add(name, layer, inputs=[...])``; the graph input is named ``"input"``.
+
+    ``inputs`` defaults to the previously added node (``"input"`` for the first); inputs must already
+    exist, so insertion order is a topological order. Merge layers (``Add``, ``Concat``) take several
+    inputs, other layers exactly one. The output is the last added node unless ``g.output = name``.
+    Backward accumulates (sums) the gradients of a node that feeds several consumers.
+
+    >>> from volnet.layers import Conv, ReLU
+    >>> g = Graph()
+    >>> _ = g.add("conv1", Conv(4, 3, pad=1), ["input"]); _ = g.add("relu1", ReLU())
+    >>> _ = g.add("sum", Add(), ["relu1", "input"]); g.build((4, 8, 8)); g.output_shape((4, 8, 8))
+    (4, 8, 8)
+    """
+
+    kind = "GRAPH"
+
+    def __init__(
+        self,
+        nodes: Iterable[Any] = (),
+        output: str | None = None,
+        input_shape: Shape | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_shape, seed)
+        self._nodes: dict[str, tuple[Layer, list[str]]] = {}
+        self._output: str | None = None
+        for i, n in enumerate(nodes):
+            if isinstance(n, dict):
+                layer = layer_from_config(n, where=f"nodes[{i}]")
+                self.add(n.get("name"), layer, n.get("inputs"))  # type: ignore[arg-type]
+            elif isinstance(n, (tuple, list)) and len(n) in (2, 3):
+                self.add(*n)
+            else:
+                raise VolnetError(f"Graph: nodes[{i}] must be (name, layer[, inputs]), got {_short(n)}")
+        if output is not None:
+            self.output = output
+        if self.input_shape is not None and self._nodes:
+            self.build(self.input_shape)
+
+    def add(self, name: str, layer: Layer, inputs: str | list[str] | None = None) -> str:
+        """Add node ``name`` computing ``layer(inputs)``; returns the name (for chaining)."""
+        _check_name(name)
+        if name in self._nodes:
+            raise VolnetError(f"Graph: duplicate node name {name!r}")
+        if not isinstance(layer, Layer):
+            raise VolnetError(f"Graph: node {name!r} needs a Layer, got {_short(layer)}")
+        if inputs is None:
+            inputs = [next(reversed(self._nodes))] if self._nodes else ["input"]
+        elif isinstance(inputs, str):
+            inputs = [inputs]
+        inputs = list(inputs)
+        for i in inputs:
+            if i != "input" and i not in self._nodes:
+                raise VolnetError(
+                    f"Graph: node {name!r} takes input {i!r}, which is not 'input' or an earlier node "
+                    f"({', '.join(self._nodes) or 'none yet'}); add nodes in order"
+                )
+        if not inputs:
+            raise VolnetError(f"Graph: node {name!r} has no inputs")
+        if not layer.multi_input and len(inputs) != 1:
+            raise VolnetError(
+                f"Graph: node {name!r} ({layer.token()}) takes one input, got {inputs}; "
+                "merge with Add or Concat"
+            )
+        self._nodes[name] = (layer, inputs)
+        self._built = False
+        return name
+
+    @property
+    def output(self) -> str:
+        """Name of the output node (the last added unless set)."""
+        if self._output is not None:
+            return self._output
+        if not self._nodes:
+            raise VolnetError("Graph: no nodes yet; add some with g.add(name, layer, inputs)")
+        return next(reversed(self._nodes))
+
+    @output.setter
+    def output(self, name: str) -> None:
+        if name not in self._nodes:
+            raise VolnetError(f"Graph: output {name!r} is not a node ({', '.join(self._nodes)})")
+        self._output = name
+
+    def set_output(self, name: str) -> None:
+        self.output = name
+
+    def children(self) -> list[tuple[str, Layer]]:
+        return [(n, layer) for n, (layer, _) in self._nodes.items()]
+
+    def inputs_of(self, name: str) -> list[str]:
+        """The input names of node ``name``."""
+        return list(self._nodes[name][1])
+
+    def __getitem__(self, name: str) -> Layer:
+        return self._nodes[name][0]
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def _check_inplace(self) -> None:
+        uses: dict[str, int] = {}
+        for _, (_, inputs) in self._nodes.items():
+            for i in inputs:
+                uses[i] = uses.get(i, 0) + 1
+        for name, (layer, inputs) in self._nodes.items():
+            if getattr(layer, "inplace", False) and uses[inputs[0]] > 1:
+                raise VolnetError(
+                    f"Graph: node {name!r} is an in-place {layer.token()} on {inputs[0]!r}, which other "
+                    "nodes also read; use ReLU(inplace=False)"
+                )
+
+    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+        rows: list[Row] = []
+        shapes: dict[str, Shape] = {"input": tuple(input_shape)}
+        for name, (layer, inputs) in self._nodes.items():
+            s_in: InShape = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
+            try:
+                if isinstance(layer, Container):
+                    sub, out = layer._trace(s_in, f"{prefix}{name}.")  # type: ignore[arg-type]
+                    rows.extend(sub)
+                else:
+                    out = layer.output_shape(s_in)  # type: ignore[arg-type]
+                    rows.append((f"{prefix}{name}", layer, s_in, out))
+            except ShapeError as e:
+                raise _wrap_shape_error(e, name) from None
+            shapes[name] = out
+        return rows, shapes[self.output]
+
+    def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        self._check_inplace()
+        shapes: dict[str, Shape] = {"input": input_shape}
+        for name, (layer, inputs) in self._nodes.items():
+            s_in = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
+            try:
+                layer.build(s_in, rng, self.dtype)  # type: ignore[arg-type]
+                shapes[name] = layer.output_shape(s_in)  # type: ignore[arg-type]
+            except ShapeError as e:
+                raise _wrap_shape_error(e, name) from None
+        _ = self.output
+
+    def _last_use(self) -> dict[str, str]:
+        last: dict[str, str] = {}
+        for name, (_, inputs) in self._nodes.items():
+            for i in inputs:
+                last[i] = name
+        return last
+
+    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
+        """Evaluate the nodes in insertion order; values are dropped after their last consumer."""
+        train = self._mode(train)
+        self._prepare(x)
+        out_name = self.output
+        last = self._last_use()
+        vals: dict[str, Any] = {"input": x}
+        for name, (layer, inputs) in self._nodes.items():
+            xin = [vals[i] for i in inputs] if layer.multi_input else vals[inputs[0]]
+            vals[name] = layer.forward(xin, train)
+            for i in set(inputs):
+                if last.get(i) == name and i != out_name:
+                    del vals[i]
+        return vals[out_name]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Reverse insertion order; gradients reaching a node from several consumers are summed."""
+        douts: dict[str, np.ndarray] = {self.output: dout}
+        for name, (layer, inputs) in reversed(self._nodes.items()):
+            d = douts.pop(name, None)
+            if d is None:  # does not reach the output: no gradient flows through it
+                _zero_grads(layer)
+                continue
+            dx = layer.backward(d)
+            dxs = list(dx) if layer.multi_input else [dx]
+            for i, g in zip(inputs, dxs):
+                douts[i] = douts[i] + g if i in douts else g  # never in place: g may be shared (ADD)
+        if "input" not in douts:
+            raise VolnetError("Graph: the output does not depend on the input")
+        return douts["input"]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "nodes": [{"name": n, **layer_to_config(layer), "inputs": list(inputs)}
+                      for n, (layer, inputs) in self._nodes.items()],
+            "output": self._output,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Graph:  # type: ignore[override]
+        nodes = config.get("nodes")
+        if not isinstance(nodes, list):
+            raise VolnetError(f"{where}: Graph config needs a \"nodes\" list")
+        extra = set(config) - {"nodes", "output", "input_shape", "seed"}
+        if extra:
+            raise VolnetError(f"{where}: unexpected Graph config keys {sorted(extra)}")
+        g = cls(seed=config.get("seed", 0))
+        for i, d in enumerate(nodes):
+            if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+                raise VolnetError(
+                    f"{where}.nodes[{i}]: expected {{\"name\", \"type\", \"config\", \"inputs\"}}"
+                )
+            inputs = d.get("inputs")
+            if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
+                raise VolnetError(
+                    f"{where}.nodes[{i}] ({d['name']}): \"inputs\" must be a list of node names"
+                )
+            g.add(d["name"], layer_from_config(d, where=f"{where}.nodes[{i}] ({d['name']})"), inputs)
+        if config.get("output") is not None:
+            g.output = config["output"]
+        if config.get("input_shape") is not None:
+            g.build(tuple(config["input_shape"]))
+        return g
+
+    def token(self) -> str:
+        return f"GRAPH{{{self._spec_body()}}}"
+
+    def _spec_body(self) -> str:
+        parts = [f"{n} = {layer.token()}({', '.join(inputs)})" for n, (layer, inputs) in self._nodes.items()]
+        out = f"; output {self.output}" if self._output is not None else ""
+        return "; ".join(parts) + out
