@@ -1,0 +1,93 @@
+"""``volnet export MODEL OUT.onnx``: write a zoo model, a spec or a saved model as a standard ONNX file.
+
+MODEL is, in this order: a saved model directory (:func:`volnet.io.load`), a file holding a spec, a zoo
+name (``resnet18``; ``--num-classes`` and ``--input`` choose the variant) or a spec in the notes'
+notation. Zoo models and specs get He-initialised weights (``--seed``): the file carries the architecture
+for other tools (Netron, ONNX Runtime); a trained model directory carries its weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from volnet.errors import SpecError, VolnetError
+
+HELP = "write a net (zoo name, spec or saved model directory) as an ONNX file"
+
+EXAMPLES = """examples:
+  volnet export resnet18 resnet18.onnx                               # torchvision layout, 224x224x3
+  volnet export resnet18 cifar.onnx --num-classes 10 --input 32x32x3  # CIFAR stem
+  volnet export "INPUT [32x32x3] -> [CONV3-16 -> RELU -> POOL2]*2 -> FC-10" small.onnx
+  volnet export runs/fmnist/best fmnist.onnx --opset 17
+
+needs the optional packages onnx (and onnxruntime to run the file): pip install 'volnet[onnx]'
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="a zoo name (resnet18, vgg16, ...), a spec, a file with a spec or a model directory")
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write (replaced atomically)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="classes of a zoo model (default: the model's own, 1000 for ImageNet models)")
+    p.add_argument("--input", metavar="WxHxD", default=None,
+                   help="input volume (width x height x depth) of a zoo model or spec")
+    p.add_argument("--opset", type=int, default=13, metavar="V", help="ONNX opset version (default 13)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the He initialisation (zoo models, specs)")
+
+
+def _exists(path: str, test: Any) -> bool:
+    try:
+        return bool(test(path))
+    except (OSError, ValueError):
+        return False
+
+
+def resolve(arg: str, num_classes: int | None, input_shape: str | None, seed: int = 0) -> Any:
+    """The net for MODEL (see the module docstring for the order)."""
+    from volnet import zoo
+    from volnet.spec import build, parse_shape
+
+    shape = None if input_shape is None else parse_shape(input_shape)
+    if _exists(arg, os.path.isdir):
+        from volnet.io import load
+
+        if num_classes is not None or shape is not None:
+            raise VolnetError("--num-classes and --input apply to zoo models and specs, not to a saved model")
+        return load(arg)
+    if _exists(arg, os.path.isfile):
+        text = "\n".join(ln for ln in Path(arg).read_text(encoding="utf-8").splitlines()
+                         if not ln.lstrip().startswith("#"))
+    elif re.fullmatch(r"[A-Za-z][\w-]*", arg.strip()) and arg.strip().lower().replace("-", "").replace(
+            "_", "") in zoo.names():
+        return zoo.get(arg, num_classes=num_classes, input_shape=shape, seed=seed)
+    else:
+        text = arg
+    if num_classes is not None:
+        raise VolnetError("--num-classes applies to zoo models; write the classes in the spec (FC-N)")
+    try:
+        return build(text, seed=seed, input_shape=shape)
+    except SpecError:
+        if re.fullmatch(r"[A-Za-z][\w.-]*", arg.strip()):  # a bare word: most likely a mistyped zoo name
+            try:
+                zoo.lookup(arg)
+            except VolnetError as z:
+                raise VolnetError(f"{z} (and {arg!r} is not a spec, spec file or model directory)") from None
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from volnet.onnx_io import export_onnx
+
+    net = resolve(args.model, args.num_classes, args.input, args.seed)
+    export_onnx(net, args.out, opset=args.opset, seed=args.seed)
+    shape = tuple(net.input_shape)
+    size = os.path.getsize(args.out)
+    print(f"wrote {args.out}: {net.num_params():,} parameters, input [{shape[2]}x{shape[1]}x{shape[0]}] "
+          f"(N x {shape[0]} x {shape[1]} x {shape[2]} as 'input'), opset {args.opset}, "
+          f"{size / 1024**2:.1f} MB")
+    return 0

@@ -1,0 +1,635 @@
+"""ONNX exchange: :func:`export_onnx` writes a volnet net as a standard ONNX model, :func:`import_onnx` reads
+one back as a volnet :class:`~volnet.net.Sequential` (a chain) or :class:`~volnet.net.Graph` (a DAG).
+
+Layer <-> operator (default opset 13, ``onnx.helper`` only; ``onnx`` and ``onnxruntime`` are the optional
+extra ``volnet[onnx]``, imported only when used):
+
+=================  ================================================================================
+volnet             ONNX
+=================  ================================================================================
+CONV               ``Conv`` (kernel_shape, strides, pads, dilations; group 1)
+POOL / AVGPOOL     ``MaxPool`` / ``AveragePool`` (count_include_pad=1 when padded, as PyTorch)
+L2POOL             ``LpPool`` with p=2
+GAP                ``GlobalAveragePool``
+FC                 ``Gemm`` (transB=1; w is (out, in) as PyTorch), after a ``Flatten`` on volumes
+RELU, SOFTMAX      ``Relu``, ``Softmax`` (axis 1)
+LRN                ``LRN`` (odd sizes: ONNX and PyTorch centre even windows differently)
+BN                 ``BatchNormalization`` (inference form: running mean and variance)
+DROPOUT, FLATTEN   ``Dropout`` (ratio), ``Flatten`` (axis 1)
+ADD, CONCAT        ``Add`` (chained for more than 2 inputs; ``Sum`` is read too), ``Concat`` (axis 1)
+=================  ================================================================================
+
+``fit`` (the notes' non-integer (W - F + 2P)/S + 1): ``floor`` is ONNX's own rounding with symmetric pads
+[P, P, P, P]; ``ceil`` is written as explicit extra end padding (pads [P, P, P + e, P + e], where the last
+window ends), which means the same for CONV (zeros), max pooling (padding never wins) and L2 pooling (zeros);
+an average pool with ``ceil`` uses ``ceil_mode=1`` instead, so that the extra region is not counted.
+On import ``ceil_mode=1`` maps to ``fit="ceil"``, asymmetric end pads to ``ceil`` or ``floor`` when one of
+them gives the same windows, else a ModelFileError.
+
+An operator volnet has no layer for raises :class:`volnet.ModelFileError` with one line naming the op type
+and the node, e.g. ``ONNX node 'conv_7' (op LeakyRelu) is not supported by volnet; supported ops: ...``.
+
+See: ``torch.onnx.export``; the operator reference https://onnx.ai/onnx/operators/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volnet.errors import ModelFileError, VolnetError
+from volnet.layers import (
+    FC,
+    LRN,
+    BatchNorm,
+    Conv,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    Pool,
+    ReLU,
+    Softmax,
+)
+from volnet.ops.sizes import output_size, padding_for
+
+MIN_OPSET = 13
+SUPPORTED_OPS = (
+    "Conv", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "Gemm", "Relu", "LRN",
+    "BatchNormalization", "Add", "Sum", "Concat", "Flatten", "Dropout", "Softmax", "Identity",
+)
+
+Shape = tuple[int, ...]
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise VolnetError(
+            "ONNX support needs the optional 'onnx' package: pip install 'volnet[onnx]' (or pip install onnx)"
+        ) from None
+    return onnx
+
+
+# =========================================================================== export
+
+
+class _Exporter:
+    """Collects ONNX nodes and initializers while walking the net's containers."""
+
+    def __init__(self, onnx: Any, shapes: dict[str, Any], dtype: np.dtype) -> None:
+        self.onnx = onnx
+        self.h = onnx.helper
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.shapes = shapes  # dotted leaf name -> per-sample input shape
+        self.dtype = dtype
+
+    def init(self, name: str, a: np.ndarray) -> str:
+        self.inits.append(self.onnx.numpy_helper.from_array(np.array(a, order="C"), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, name: str, **attrs: Any) -> str:
+        self.nodes.append(self.h.make_node(op, inputs, [output], name=name, **attrs))
+        return output
+
+    # -- containers ------------------------------------------------------------------------------
+    def emit(self, layer: Layer, path: str, inputs: list[str]) -> str:
+        """Emit ``layer`` (dotted name ``path``, "" for the root) on ONNX tensors ``inputs``; return its
+        output tensor name (leaves: their dotted name)."""
+        from volnet.net import Container, Graph, Sequential
+
+        def sub(name: str) -> str:
+            return f"{path}.{name}" if path else name
+
+        if isinstance(layer, Sequential):
+            x = inputs[0]
+            for name, child in layer.children():
+                x = self.emit(child, sub(name), [x])
+            return x
+        if isinstance(layer, Graph):
+            vals = {"input": inputs[0]}
+            for name, child in layer.children():
+                vals[name] = self.emit(child, sub(name), [vals[i] for i in layer.inputs_of(name)])
+            return vals[layer.output]
+        if isinstance(layer, Container):  # pragma: no cover - only two container kinds exist
+            raise ModelFileError(f"ONNX export: unknown container {type(layer).__name__} at {path!r}")
+        return self.leaf(layer, path, inputs)
+
+    # -- leaves --------------------------------------------------------------------------------
+    def leaf(self, layer: Layer, name: str, inputs: list[str]) -> str:
+        x = inputs[0]
+        s_in = self.shapes.get(name)
+        if isinstance(layer, Conv):
+            C, H, W = s_in
+            pads = self._pads(layer, H, W, layer.dilation)
+            ins = [x, self.init(f"{name}.w", layer.params["w"])]
+            if layer.bias:
+                ins.append(self.init(f"{name}.b", layer.params["b"]))
+            return self.node("Conv", ins, name, name, kernel_shape=list(layer.F), strides=list(layer.stride),
+                             pads=pads, dilations=list(layer.dilation), group=1)
+        if isinstance(layer, Pool):
+            C, H, W = s_in
+            attrs: dict[str, Any] = {"kernel_shape": list(layer.F), "strides": list(layer.stride)}
+            if layer.mode == "avg":
+                if layer.fit == "ceil":
+                    P = list(layer.pad)
+                    attrs.update(pads=P + P, ceil_mode=1)
+                else:
+                    attrs["pads"] = self._pads(layer, H, W, (1, 1))
+                attrs["count_include_pad"] = 1 if any(layer.pad) else 0
+                return self.node("AveragePool", [x], name, name, **attrs)
+            attrs["pads"] = self._pads(layer, H, W, (1, 1))
+            if layer.mode == "max":
+                return self.node("MaxPool", [x], name, name, **attrs)
+            return self.node("LpPool", [x], name, name, p=2, **attrs)
+        if isinstance(layer, GlobalAvgPool):
+            return self.node("GlobalAveragePool", [x], name, name)
+        if isinstance(layer, FC):
+            if len(s_in) != 1:
+                x = self.node("Flatten", [x], f"{name}.flatten", f"{name}.flatten", axis=1)
+            ins = [x, self.init(f"{name}.w", layer.params["w"]), self.init(f"{name}.b", layer.params["b"])]
+            return self.node("Gemm", ins, name, name, alpha=1.0, beta=1.0, transB=1)
+        if isinstance(layer, ReLU):
+            return self.node("Relu", [x], name, name)
+        if isinstance(layer, Softmax):
+            return self.node("Softmax", [x], name, name, axis=1)
+        if isinstance(layer, Flatten):
+            return self.node("Flatten", [x], name, name, axis=1)
+        if isinstance(layer, Dropout):
+            ratio = self.init(f"{name}.ratio", np.array(layer.p, dtype=self.dtype))
+            return self.node("Dropout", [x, ratio], name, name)
+        if isinstance(layer, LRN):
+            if layer.size % 2 == 0:
+                raise ModelFileError(
+                    f"ONNX export: {name} is an LRN of even size {layer.size}; ONNX centres even windows "
+                    f"differently from PyTorch/volnet: use an odd size"
+                )
+            return self.node("LRN", [x], name, name, size=layer.size, alpha=layer.alpha, beta=layer.beta,
+                             bias=layer.k)
+        if isinstance(layer, BatchNorm):
+            ins = [x, self.init(f"{name}.w", layer.params["w"]), self.init(f"{name}.b", layer.params["b"]),
+                   self.init(f"{name}.running_mean", layer.buffers["running_mean"]),
+                   self.init(f"{name}.running_var", layer.buffers["running_var"])]
+            return self.node("BatchNormalization", ins, name, name, epsilon=layer.eps,
+                             momentum=1.0 - layer.momentum)
+        kind = getattr(layer, "kind", "")
+        if kind == "ADD":
+            out = inputs[0]
+            for i, other in enumerate(inputs[1:]):
+                last = i == len(inputs) - 2
+                out = self.node("Add", [out, other], name if last else f"{name}.{i}",
+                                name if last else f"{name}.{i}")
+            return out
+        if kind == "CONCAT":
+            return self.node("Concat", list(inputs), name, name, axis=1)
+        raise ModelFileError(
+            f"ONNX export: layer {name!r} ({layer.token()}) has no ONNX operator in volnet's exporter "
+            f"(supported: CONV, POOL, AVGPOOL, L2POOL, GAP, FC, RELU, LRN, BN, DROPOUT, SOFTMAX, FLATTEN, "
+            f"ADD, CONCAT)"
+        )
+
+    @staticmethod
+    def _pads(layer: Any, H: int, W: int, dilation: tuple[int, int]) -> list[int]:
+        """ONNX pads [top, left, bottom, right]; ``fit="ceil"`` adds the extra end padding explicitly."""
+        (Fh, Fw), (Sh, Sw), (Ph, Pw) = layer.F, layer.stride, layer.pad
+        _, t, b = padding_for(H, Fh, Sh, Ph, dilation[0], layer.fit)
+        _, left, r = padding_for(W, Fw, Sw, Pw, dilation[1], layer.fit)
+        if layer.fit != "ceil":
+            b, r = Ph, Pw
+        return [t, left, b, r]
+
+
+def to_onnx_model(net: Layer, input_shape: Sequence[int] | None = None, opset: int = MIN_OPSET,
+                  seed: int = 0) -> Any:
+    """The ``onnx.ModelProto`` of ``net`` (built first from ``input_shape`` / its own if needed).
+
+    The graph input is ``input`` of shape (N, C, H, W) with a symbolic batch N; the output is ``output``.
+    Initializers carry volnet's dotted names (``layer1.0.conv1.w``).
+    """
+    onnx = _onnx()
+    from volnet.net import Container
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise VolnetError(f"ONNX export: opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    latest = onnx.defs.onnx_opset_version()
+    if opset > latest:
+        raise VolnetError(f"ONNX export: opset {opset} is newer than this onnx package supports ({latest})")
+    shape = tuple(int(v) for v in (input_shape if input_shape is not None else (net.input_shape or ())))
+    if not shape:
+        raise VolnetError("ONNX export: the net has no input shape; pass input_shape=(C, H, W)")
+    if isinstance(net, Container):
+        if not net.params or net.input_shape != shape:  # lazily built (zoo build=False) or another size
+            net.build(shape, seed=seed)
+        rows = net.layer_shapes(shape)
+    else:
+        net.build(shape, np.random.default_rng(seed))
+        rows = [("layer", net, shape, net.output_shape(shape))]
+    dtype = np.dtype(getattr(net, "dtype", np.float32))
+    elem = onnx.TensorProto.DOUBLE if dtype == np.float64 else onnx.TensorProto.FLOAT
+    ex = _Exporter(onnx, {name: s_in for name, _, s_in, _ in rows}, dtype)
+    if isinstance(net, Container):
+        out = ex.emit(net, "", ["input"])
+    else:
+        out = ex.leaf(net, "layer", ["input"])
+    out_shape = net.output_shape(shape)
+    ex.nodes.append(onnx.helper.make_node("Identity", [out], ["output"], name="output"))
+    h = onnx.helper
+    graph = h.make_graph(
+        ex.nodes, "volnet",
+        [h.make_tensor_value_info("input", elem, ["N", *shape])],
+        [h.make_tensor_value_info("output", elem, ["N", *out_shape])],
+        ex.inits,
+    )
+    opsets = [h.make_opsetid("", opset)]
+    model = h.make_model(graph, opset_imports=opsets, producer_name="volnet",
+                         ir_version=h.find_min_ir_version_for(opsets))
+    spec = net.spec() if hasattr(net, "spec") else ""
+    if spec:
+        h.set_model_props(model, {"volnet.spec": spec})
+    return model
+
+
+def export_onnx(net: Layer, path: str | os.PathLike[str], input_shape: Sequence[int] | None = None,
+                opset: int = MIN_OPSET, seed: int = 0) -> None:
+    """Write ``net`` as an ONNX file at ``path`` (atomically; checked with ``onnx.checker`` first).
+
+    ``input_shape`` (C, H, W) defaults to the net's own; an unbuilt net is built (He init from ``seed``).
+    Raises ModelFileError naming the layer when a layer has no ONNX operator (LOCAL, even-size LRN).
+    """
+    from volnet.io import atomic_write_bytes
+
+    onnx = _onnx()
+    model = to_onnx_model(net, input_shape, opset, seed)
+    data = model.SerializeToString()
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:  # pragma: no cover - a bug in the exporter
+        raise ModelFileError(f"ONNX export produced an invalid model: {str(e).splitlines()[0]}") from None
+    atomic_write_bytes(path, data)
+
+
+# =========================================================================== import
+
+
+def _attrs(onnx: Any, node: Any) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _safe_name(name: str, fallback: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_\-]+", "_", name).strip("_-") or fallback
+    if base == "input":
+        base = "input_1"
+    out, i = base, 1
+    while out in taken:
+        i += 1
+        out = f"{base}_{i}"
+    taken.add(out)
+    return out
+
+
+class _Importer:
+    """Maps ONNX nodes to volnet layers in topological order, tracking every tensor's shape."""
+
+    def __init__(self, onnx: Any, model: Any, input_shape: Shape | None) -> None:
+        self.onnx = onnx
+        g = model.graph
+        self.graph = g
+        self.consts: dict[str, np.ndarray] = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+        real = [i for i in g.input if i.name not in self.consts]
+        if len(real) != 1:
+            raise ModelFileError(f"ONNX import: the graph must have one input, has {len(real)} "
+                                 f"({', '.join(i.name for i in real)})")
+        self.input_name = real[0].name
+        tt = real[0].type.tensor_type
+        self.dtype = np.dtype(np.float64) if tt.elem_type == onnx.TensorProto.DOUBLE else np.dtype(np.float32)
+        if input_shape is None:
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if len(dims) < 2 or any(d is None or d < 1 for d in dims[1:]):
+                raise ModelFileError(f"ONNX import: input {self.input_name!r} has shape {dims}; give the "
+                                     f"per-sample shape (input_shape=(C, H, W) or --input WxHxD)")
+            input_shape = tuple(int(d) for d in dims[1:])  # type: ignore[misc]
+        self.input_shape: Shape = tuple(int(v) for v in input_shape)
+        if len(g.output) != 1:
+            raise ModelFileError(f"ONNX import: the graph must have one output, has {len(g.output)}")
+        self.output_name = g.output[0].name
+        self.tensor: dict[str, str] = {self.input_name: "input"}  # ONNX tensor -> volnet node
+        self.shape: dict[str, Any] = {"input": self.input_shape}
+        self.nodes: list[tuple[str, Layer, list[str]]] = []
+        self.taken: set[str] = set()
+        self.rng = np.random.default_rng(0)
+        self.fold_flatten: set[str] = set()
+        consumers: dict[str, list[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        self.consumers = consumers
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def fail(self, node: Any, msg: str) -> ModelFileError:
+        return ModelFileError(f"ONNX node {node.name or '(unnamed)'!r} (op {node.op_type}): {msg}")
+
+    def const(self, node: Any, name: str, what: str) -> np.ndarray:
+        if name not in self.consts:
+            raise self.fail(node, f"{what} {name!r} must be a constant initializer")
+        return self.consts[name]
+
+    def make(self, node: Any, cls: type, *args: Any, **kwargs: Any) -> Any:
+        """``cls(*args, **kwargs)`` with a bad argument reported as a ModelFileError naming the node."""
+        try:
+            return cls(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise self.fail(node, str(e).splitlines()[0]) from None
+
+    def src(self, node: Any, i: int = 0) -> str:
+        t = node.input[i]
+        if t not in self.tensor:
+            raise self.fail(node, f"input {t!r} is not produced by a supported node")
+        return self.tensor[t]
+
+    def add(self, node: Any, layer: Layer, inputs: list[str], params: dict[str, np.ndarray] | None = None,
+            buffers: dict[str, np.ndarray] | None = None) -> None:
+        name = _safe_name(node.name, node.op_type.lower(), self.taken)
+        s_in = [self.shape[i] for i in inputs] if layer.multi_input else self.shape[inputs[0]]
+        try:
+            out = layer.output_shape(s_in)  # type: ignore[arg-type]
+            if isinstance(layer, (Conv, FC, BatchNorm)):
+                layer.build(s_in, self.rng, self.dtype)  # type: ignore[arg-type]
+                for k, v in (params or {}).items():
+                    if layer.params[k].shape != v.shape:
+                        raise self.fail(node, f"{k} has shape {v.shape}, expected {layer.params[k].shape}")
+                    layer.params[k][...] = v
+                for k, v in (buffers or {}).items():
+                    layer.buffers[k][...] = v
+        except (VolnetError, ValueError) as e:
+            if isinstance(e, ModelFileError):
+                raise
+            raise self.fail(node, str(e).splitlines()[0]) from None
+        self.shape[name] = out
+        self.nodes.append((name, layer, inputs))
+        self.tensor[node.output[0]] = name
+
+    def _spatial(self, node: Any, a: dict[str, Any], kernel: Sequence[int], s_in: Shape,
+                 dilation: Sequence[int] = (1, 1), ceil_mode: int = 0) -> tuple[list[int], list[int], str]:
+        """(stride, pad, fit) for a volnet layer from ONNX strides/pads/ceil_mode."""
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            raise self.fail(node, f"auto_pad={a['auto_pad']!r} is not supported; export with explicit pads")
+        if len(kernel) != 2:
+            raise self.fail(node, f"only 2-D kernels are supported, got kernel_shape {list(kernel)}")
+        strides = list(a.get("strides", [1, 1]))
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        if a.get("auto_pad") in (b"VALID", "VALID"):
+            pads = [0, 0, 0, 0]
+        begin, end = pads[:2], pads[2:]
+        if ceil_mode:
+            if begin != end:
+                raise self.fail(node, f"ceil_mode with asymmetric pads {pads} is not supported")
+            return strides, begin, "ceil"
+        options = []  # per axis: the fits that give ONNX's windows
+        for ax in range(2):
+            L = int(s_in[1 + ax])
+            F, S, D, b, e = int(kernel[ax]), int(strides[ax]), int(dilation[ax]), int(begin[ax]), int(end[ax])
+            F_eff = D * (F - 1) + 1
+            want = (L + b + e - F_eff) // S + 1
+            ok = set()
+            if e >= b:
+                if e == b and (L - F_eff + 2 * b) >= 0 and (L - F_eff + 2 * b) % S == 0:
+                    ok.add("strict")
+                for fit in ("floor", "ceil"):
+                    try:
+                        if output_size(L, F, S, b, D, fit) == want:
+                            ok.add(fit)
+                    except VolnetError:
+                        pass
+            options.append(ok)
+        common = options[0] & options[1]
+        fit = next((f for f in ("strict", "floor", "ceil") if f in common), "")
+        if not fit:
+            raise self.fail(node, f"pads {pads} have no volnet equivalent (pad P on both sides, plus at most "
+                                  f"the end padding of fit='ceil', the same rounding on both axes)")
+        return strides, begin, fit
+
+    # -- ops -------------------------------------------------------------------------------------
+    def run(self) -> None:
+        for node in self.graph.node:
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if node.domain not in ("", "ai.onnx") or handler is None:
+                raise ModelFileError(
+                    f"ONNX node {node.name or '(unnamed)'!r} (op {node.op_type}) is not supported by volnet; "
+                    f"supported ops: {', '.join(SUPPORTED_OPS)}"
+                )
+            handler(node, _attrs(self.onnx, node))
+
+    def op_Constant(self, node: Any, a: dict[str, Any]) -> None:
+        if "value" not in a:
+            raise self.fail(node, "only tensor constants ('value') are supported")
+        self.consts[node.output[0]] = self.onnx.numpy_helper.to_array(a["value"])
+
+    def op_Identity(self, node: Any, a: dict[str, Any]) -> None:
+        if node.input[0] in self.consts:  # PyTorch's exporter aliases shared weights this way
+            self.consts[node.output[0]] = self.consts[node.input[0]]
+        else:
+            self.tensor[node.output[0]] = self.src(node)
+
+    def op_Conv(self, node: Any, a: dict[str, Any]) -> None:
+        x = self.src(node)
+        w = self.const(node, node.input[1], "weight")
+        if int(a.get("group", 1)) != 1:
+            raise self.fail(node, f"grouped convolution (group={a['group']}) is not supported")
+        if w.ndim != 4:
+            raise self.fail(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
+        b = self.const(node, node.input[2], "bias") if len(node.input) > 2 and node.input[2] else None
+        kernel = list(a.get("kernel_shape", w.shape[2:]))
+        dil = list(a.get("dilations", [1, 1]))
+        strides, pad, fit = self._spatial(node, a, kernel, self.shape[x], dil)
+        layer = self.make(node, Conv, int(w.shape[0]), tuple(kernel), tuple(strides), tuple(pad), tuple(dil),
+                          fit, bias=b is not None)
+        params = {"w": w} if b is None else {"w": w, "b": b}
+        self.add(node, layer, [x], params)
+
+    def _pool(self, node: Any, a: dict[str, Any], mode: str) -> None:
+        x = self.src(node)
+        if len(node.output) > 1 and node.output[1]:
+            raise self.fail(node, "the Indices output of MaxPool is not supported")
+        if any(int(d) != 1 for d in a.get("dilations", [1, 1])):
+            raise self.fail(node, "dilated pooling is not supported")
+        kernel = list(a["kernel_shape"])
+        ceil = int(a.get("ceil_mode", 0))
+        strides, pad, fit = self._spatial(node, a, kernel, self.shape[x], (1, 1), ceil)
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        if mode == "avg" and any(pad) and not int(a.get("count_include_pad", 0)):
+            raise self.fail(node, "average pooling with padding and count_include_pad=0 is not supported "
+                                  "(volnet, as PyTorch's default, counts the padding)")
+        if mode == "avg" and pads[:2] != pads[2:] and int(a.get("count_include_pad", 0)):
+            raise self.fail(node, f"average pooling with asymmetric pads {pads} and count_include_pad=1 is "
+                                  f"not supported (the extra end padding would count in the divisor)")
+        self.add(node, self.make(node, Pool, tuple(kernel), tuple(strides), mode, tuple(pad), fit), [x])
+
+    def op_MaxPool(self, node: Any, a: dict[str, Any]) -> None:
+        self._pool(node, a, "max")
+
+    def op_AveragePool(self, node: Any, a: dict[str, Any]) -> None:
+        self._pool(node, a, "avg")
+
+    def op_LpPool(self, node: Any, a: dict[str, Any]) -> None:
+        if int(a.get("p", 2)) != 2:
+            raise self.fail(node, f"LpPool with p={a['p']} is not supported (volnet's L2POOL is p=2)")
+        self._pool(node, a, "l2")
+
+    def op_GlobalAveragePool(self, node: Any, a: dict[str, Any]) -> None:
+        self.add(node, GlobalAvgPool(), [self.src(node)])
+
+    def op_Relu(self, node: Any, a: dict[str, Any]) -> None:
+        self.add(node, ReLU(), [self.src(node)])
+
+    def op_Softmax(self, node: Any, a: dict[str, Any]) -> None:
+        x = self.src(node)
+        rank = len(self.shape[x]) + 1
+        axis = int(a.get("axis", -1))
+        if axis < 0:
+            axis += rank
+        if axis != 1:
+            raise self.fail(node, f"Softmax over axis {a.get('axis', -1)} of a rank-{rank} tensor; volnet's "
+                                  f"SOFTMAX is over axis 1")
+        self.add(node, Softmax(), [x])
+
+    def op_Flatten(self, node: Any, a: dict[str, Any]) -> None:
+        if int(a.get("axis", 1)) != 1:
+            raise self.fail(node, f"Flatten axis {a['axis']} is not supported (only axis 1)")
+        x = self.src(node)
+        users = self.consumers.get(node.output[0], [])
+        if users and all(u.op_type == "Gemm" for u in users) and node.output[0] != self.output_name:
+            self.tensor[node.output[0]] = x  # FC flattens its input itself
+            return
+        self.add(node, Flatten(), [x])
+
+    def op_Gemm(self, node: Any, a: dict[str, Any]) -> None:
+        x = self.src(node)
+        if float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0 or int(a.get("transA", 0)):
+            raise self.fail(node, "only Gemm with alpha=1, beta=1, transA=0 (a fully-connected layer) is "
+                                  "supported")
+        w = self.const(node, node.input[1], "weight")
+        if not int(a.get("transB", 0)):
+            w = w.T
+        n_out = int(w.shape[0])
+        if len(node.input) > 2 and node.input[2]:
+            b = self.const(node, node.input[2], "bias").reshape(-1)
+            if b.size == 1 and n_out != 1:
+                b = np.full(n_out, b.item(), dtype=w.dtype)
+        else:
+            b = np.zeros(n_out, dtype=w.dtype)
+        self.add(node, FC(n_out, int(w.shape[1])), [x], {"w": w, "b": b})
+
+    def op_LRN(self, node: Any, a: dict[str, Any]) -> None:
+        size = int(a["size"])
+        if size % 2 == 0:
+            raise self.fail(node, f"LRN of even size {size}: ONNX centres it differently from volnet/PyTorch")
+        layer = self.make(node, LRN, size, float(a.get("alpha", 1e-4)), float(a.get("beta", 0.75)),
+                          float(a.get("bias", 1.0)))
+        self.add(node, layer, [self.src(node)])
+
+    def op_BatchNormalization(self, node: Any, a: dict[str, Any]) -> None:
+        if int(a.get("training_mode", 0)) or len([o for o in node.output if o]) > 1:
+            raise self.fail(node, "only inference-mode BatchNormalization (one output) is supported")
+        x = self.src(node)
+        scale, bias, mean, var = (self.const(node, node.input[i], n)
+                                  for i, n in enumerate(("scale", "B", "mean", "var"), start=1))
+        layer = self.make(node, BatchNorm, momentum=1.0 - float(a.get("momentum", 0.9)),
+                          eps=float(a.get("epsilon", 1e-5)))
+        self.add(node, layer, [x], {"w": scale, "b": bias}, {"running_mean": mean, "running_var": var})
+
+    def op_Dropout(self, node: Any, a: dict[str, Any]) -> None:
+        x = self.src(node)
+        p = float(a.get("ratio", 0.5))
+        if len(node.input) > 1 and node.input[1]:
+            p = float(self.const(node, node.input[1], "ratio"))
+        if len(node.input) > 2 and node.input[2]:
+            t = self.consts.get(node.input[2])
+            if t is None or bool(t):
+                raise self.fail(node, "Dropout in training mode is not supported")
+        self.add(node, self.make(node, Dropout, p), [x])
+
+    def _merge(self, node: Any, layer: Layer) -> None:
+        ins = []
+        for i, t in enumerate(node.input):
+            if t in self.consts:
+                raise self.fail(node, f"input {t!r} is a constant; only merges of computed tensors are "
+                                      f"supported")
+            ins.append(self.src(node, i))
+        self.add(node, layer, ins)
+
+    def op_Add(self, node: Any, a: dict[str, Any]) -> None:
+        from volnet.net import Add
+
+        self._merge(node, Add())
+
+    def op_Sum(self, node: Any, a: dict[str, Any]) -> None:
+        self.op_Add(node, a)
+
+    def op_Concat(self, node: Any, a: dict[str, Any]) -> None:
+        from volnet.net import Concat
+
+        x = self.src(node)
+        rank = len(self.shape[x]) + 1
+        axis = int(a["axis"])
+        if (axis + rank if axis < 0 else axis) != 1:
+            raise self.fail(node, f"Concat along axis {axis}; volnet concatenates channels (axis 1)")
+        self._merge(node, Concat())
+
+    # -- result ----------------------------------------------------------------------------------
+    def net(self) -> Any:
+        from volnet.net import Graph, Sequential
+
+        if self.output_name not in self.tensor:
+            raise ModelFileError(f"ONNX import: output {self.output_name!r} is not computed by the graph")
+        out = self.tensor[self.output_name]
+        if out == "input" or not self.nodes:
+            raise ModelFileError("ONNX import: the graph has no layers")
+        chain = all(not layer.multi_input for _, layer, _ in self.nodes) and all(
+            inputs == [self.nodes[i - 1][0] if i else "input"] for i, (_, _, inputs) in enumerate(self.nodes)
+        ) and out == self.nodes[-1][0]
+        if chain:
+            net: Any = Sequential([(name, layer) for name, layer, _ in self.nodes])
+        else:
+            net = Graph()
+            for name, layer, inputs in self.nodes:
+                net.add(name, layer, inputs)
+            net.output = out
+        net.astype(self.dtype)
+        net.build(self.input_shape)
+        return net
+
+
+def import_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None) -> Any:
+    """Read an ONNX file into a built volnet net (Sequential for a chain of layers, else Graph).
+
+    ``input_shape`` (C, H, W) is needed only when the file's input has symbolic spatial sizes. Node names
+    become layer names (characters other than letters, digits, ``_`` and ``-`` replaced by ``_``).
+    Raises ModelFileError (one line) for a missing or corrupt file and for unsupported operators, naming
+    the op type and the node.
+    """
+    onnx = _onnx()
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"no ONNX file at {p}")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # protobuf DecodeError and friends
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelFileError(f"{p}: not a valid ONNX file ({type(e).__name__}: {first})") from None
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version < 7:
+            raise ModelFileError(f"{p}: opset {imp.version} is too old; re-export with opset >= {MIN_OPSET}")
+    shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+    imp = _Importer(onnx, model, shape)
+    imp.run()
+    return imp.net()
+
+
+__all__ = ["MIN_OPSET", "SUPPORTED_OPS", "export_onnx", "import_onnx", "to_onnx_model"]
