@@ -55,16 +55,7 @@ def _exists(path: str, test: Any) -> bool:
         return False
 
 
-def _zoo_names(zoo: Any) -> list[str]:
-    for attr in ("names", "NAMES", "MODELS", "SPECS", "ZOO"):
-        v = getattr(zoo, attr, None)
-        v = v() if callable(v) else v
-        if isinstance(v, (dict, list, tuple, set, frozenset)):
-            return sorted(str(k) for k in v)
-    return []
-
-
-def resolve(arg: str) -> Any:
+def resolve(arg: str, input_shape: str | None = None) -> Any:
     """A net or a spec string for SPEC_OR_MODEL (see the module docstring for the order)."""
     if _exists(arg, os.path.isdir):
         try:
@@ -78,37 +69,33 @@ def resolve(arg: str) -> Any:
         lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
         return "\n".join(lines)
     if re.fullmatch(r"[A-Za-z][\w.-]*", arg.strip()):
+        from volnet import zoo
+
         try:
-            from volnet import zoo
-        except ImportError:
-            zoo = None  # type: ignore[assignment]
-        if zoo is not None:
-            names = _zoo_names(zoo)
-            name = arg.strip().lower()
-            if not names or name in [n.lower() for n in names]:
-                spec_fn = getattr(zoo, "spec", None)
-                try:
-                    if callable(spec_fn):
-                        s = spec_fn(name)
-                        if isinstance(s, str):
-                            return s
-                    return zoo.get(name)
-                except (KeyError, ValueError):  # VolnetError is a ValueError
-                    if names:
-                        raise
+            name = zoo.lookup(arg)
+        except VolnetError:
+            return arg  # not a zoo name: parsed as a spec, whose error says what is wrong
+        # unbuilt: shape inference only, nothing allocated; the input picks the stem (CIFAR below 64)
+        return zoo.get(name, input_shape=input_shape, build=False)
     return arg
 
 
 def run(args: argparse.Namespace) -> int:
     from volnet.summary import summary
 
-    target = resolve(args.model)
+    target = resolve(args.model, args.input)
     try:
         s = summary(target, input_shape=args.input, batch=args.batch, memory=args.memory,
                     optimizer=args.optimizer, dtype=args.dtype)
     except SpecError as e:
         if isinstance(target, str) and re.fullmatch(r"[A-Za-z][\w.-]*", target.strip()):
-            hint = " (not a file, model directory or zoo name either)"
+            import difflib
+
+            from volnet import zoo
+
+            close = difflib.get_close_matches(target.strip().lower(), zoo.names(), n=1)
+            also = f"; did you mean the zoo model {close[0]!r}?" if close else ""
+            hint = f" (not a file, model directory or zoo name either{also})"
             first, _, rest = str(e).partition("\n")
             raise SpecError(f"{first}{hint}\n{rest}" if rest else first + hint) from e
         raise
