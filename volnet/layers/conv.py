@@ -71,21 +71,16 @@ def spatial_output(layer: Any, input_shape: Shape) -> tuple[int, int, int, int, 
     return C, H, W, H2, W2
 
 
-class Conv(ParamLayer):
-    """CONV layer: ``Conv(K, F, stride=1, pad=0, dilation=1, fit="strict", bias=True, in_depth=None)``.
+class FilterBank(ParamLayer):
+    """What CONV and LOCAL share: K filters of F x F x D1 slid with stride S over a zero-padded input.
 
-    - w: (K, D1, Fh, Fw) ~ N(0, 2/(D1*Fh*Fw)) (He), b: (K,) zeros. Params K*F*F*D1 + K.
-    - output (K, H2, W2), W2 = (W1 - F_eff + 2P)/S + 1 (``fit`` as in :mod:`volnet.ops.sizes`).
-    - macs = K * D1 * Fh * Fw * H2 * W2 per sample (bias adds not counted).
-    - D1 is inferred at the first forward unless ``in_depth`` is given.
-
-    >>> Conv(64, 3, pad=1).output_shape((3, 32, 32))
-    (64, 32, 32)
-
-    See: ``torch.nn.Conv2d(D1, K, F, stride, pad, dilation, bias=bias)``.
+    Subclasses set ``kind`` and the op pair ``forward_op``/``backward_op``
+    (``(x, w, b, stride, pad, dilation, fit) -> (out, cache)``, ``(dout, cache) -> (dx, dw, db)``).
+    macs = K * D1 * Fh * Fw * H2 * W2 per sample for both (bias adds not counted).
     """
 
-    kind = "CONV"
+    forward_op: Any = None
+    backward_op: Any = None
 
     def __init__(
         self,
@@ -113,15 +108,8 @@ class Conv(ParamLayer):
         _, _, _, H2, W2 = spatial_output(self, input_shape)
         return (self.K, H2, W2)
 
-    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
-        C = expect_volume(input_shape, self.token())[0]
-        shapes: dict[str, Shape] = {"w": (self.K, C, *self.F)}
-        if self.bias:
-            shapes["b"] = (self.K,)
-        return shapes
-
     def fan_in(self, input_shape: Shape) -> int:
-        return int(input_shape[0]) * self.F[0] * self.F[1]
+        return expect_volume(input_shape, self.token())[0] * self.F[0] * self.F[1]
 
     def macs(self, input_shape: Shape) -> int:
         C, _, _, H2, W2 = spatial_output(self, input_shape)
@@ -130,7 +118,7 @@ class Conv(ParamLayer):
     # -- computation ----------------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         self.prepare(x)
-        out, cache = conv_forward(
+        out, cache = type(self).forward_op(
             x, self.params["w"], self.params.get("b"),
             stride=self.stride, pad=self.pad, dilation=self.dilation, fit=self.fit,
         )
@@ -140,7 +128,7 @@ class Conv(ParamLayer):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self.cache is None:
             raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        dx, dw, db = conv_backward(dout, self.cache)
+        dx, dw, db = type(self).backward_op(dout, self.cache)
         self.grads = {"w": dw, "b": db} if self.bias else {"w": dw}
         return dx
 
@@ -153,4 +141,30 @@ class Conv(ParamLayer):
         }
 
     def token(self) -> str:
-        return spatial_token("CONV", self.F, self.K, self.stride, self.pad, self.dilation, self.fit)
+        return spatial_token(self.kind, self.F, self.K, self.stride, self.pad, self.dilation, self.fit)
+
+
+class Conv(FilterBank):
+    """CONV layer: ``Conv(K, F, stride=1, pad=0, dilation=1, fit="strict", bias=True, in_depth=None)``.
+
+    - w: (K, D1, Fh, Fw) ~ N(0, 2/(D1*Fh*Fw)) (He), b: (K,) zeros. Params K*F*F*D1 + K.
+    - output (K, H2, W2), W2 = (W1 - F_eff + 2P)/S + 1 (``fit`` as in :mod:`volnet.ops.sizes`).
+    - macs = K * D1 * Fh * Fw * H2 * W2 per sample (bias adds not counted).
+    - D1 is inferred at the first forward unless ``in_depth`` is given.
+
+    >>> Conv(64, 3, pad=1).output_shape((3, 32, 32))
+    (64, 32, 32)
+
+    See: ``torch.nn.Conv2d(D1, K, F, stride, pad, dilation, bias=bias)``.
+    """
+
+    kind = "CONV"
+    forward_op = staticmethod(conv_forward)
+    backward_op = staticmethod(conv_backward)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        C = expect_volume(input_shape, self.token())[0]
+        shapes: dict[str, Shape] = {"w": (self.K, C, *self.F)}
+        if self.bias:
+            shapes["b"] = (self.K,)
+        return shapes
