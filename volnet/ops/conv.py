@@ -58,6 +58,7 @@ import numpy as np
 
 from volnet.errors import ShapeError
 from volnet.ops.sizes import effective_size, padding_for, pair
+from volnet.ops.winograd import winograd_backward, winograd_forward, winograd_supported
 
 IntOrPair = int | tuple[int, int]
 
@@ -304,8 +305,29 @@ def _check_conv_args(
     return x, w, b
 
 
+#: Winograd is chosen automatically when C and K reach this and each of its 16 GEMMs is large
+#: (C*K*tiles >= WINOGRAD_MIN_GEMM); None switches the automatic choice off.
+WINOGRAD_MIN_CHANNELS: int | None = 64
+WINOGRAD_MIN_GEMM = 32 * 2**20
+
+
 def _choose_algo(g: Geometry, K: int) -> str:
-    """Which algorithm computes this convolution. Only "im2col" exists so far."""
+    """Which algorithm computes this convolution: "winograd" or "im2col".
+
+    Winograd F(2x2, 3x3) (:mod:`volnet.ops.winograd`) for 3x3 stride-1 convs with C, K >= 64 whose 16
+    GEMMs are each large (C*K*tiles >= 32M: VGG-16 at 224x224 up to the 28x28 block). That is a memory
+    choice: its blocked scratch is far smaller than im2col's 9x column matrix (VGG-16 batch-1 inference
+    peak 1.13-1.17x the minimum vs 1.21x with im2col only). Speed: on the shared 2-core machine at 2
+    threads im2col measured faster on every shape, 1.3-3x on the batch-64 CIFAR layers (16 smaller GEMMs,
+    each paying a BLAS thread barrier, plus memory-bound transforms), so those stay im2col
+    (BENCHMARKS.md, "Performance"). Set ``WINOGRAD_MIN_CHANNELS = None`` to turn the choice off.
+    """
+    if (
+        WINOGRAD_MIN_CHANNELS is not None and winograd_supported(g)
+        and min(g.C, K) >= WINOGRAD_MIN_CHANNELS
+        and g.C * K * g.N * ((g.Ho + 1) // 2) * ((g.Wo + 1) // 2) >= WINOGRAD_MIN_GEMM
+    ):
+        return "winograd"
     return "im2col"
 
 
@@ -320,8 +342,8 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry
 
 
 def _conv_im2col_backward(
-    dout: np.ndarray, cache: ConvCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    dout: np.ndarray, cache: ConvCache, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col); X_col rebuilt."""
     g, w = cache.geom, cache.w
     K = w.shape[0]
@@ -329,6 +351,8 @@ def _conv_im2col_backward(
     db = d2.sum(axis=1) if cache.has_bias else None
     cols = _im2col(cache.x, g, scratch=True)
     dw = np.ascontiguousarray((cols @ d2.T).T).reshape(w.shape)  # measured faster than d2 @ cols.T
+    if not need_dx:
+        return None, dw, db
     w_row_t = w.reshape(K, -1).T
     if np.may_share_memory(cols, cache.x):  # 1x1 conv: cols is x itself, do not overwrite it
         dcols = w_row_t @ d2
@@ -338,14 +362,17 @@ def _conv_im2col_backward(
     return dx, dw, db
 
 
-_ALGOS = {"im2col": (_conv_im2col, _conv_im2col_backward)}
+_ALGOS = {
+    "im2col": (_conv_im2col, _conv_im2col_backward),
+    "winograd": (winograd_forward, winograd_backward),
+}
 
 
 def conv_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: IntOrPair = 1, pad: IntOrPair = 0,
-    dilation: IntOrPair = 1, fit: str = "strict",
+    dilation: IntOrPair = 1, fit: str = "strict", algo: str | None = None,
 ) -> tuple[np.ndarray, ConvCache]:
-    """Convolve K filters over a batch of volumes: im2col + one matrix multiply.
+    """Convolve K filters over a batch of volumes: im2col + one matrix multiply (or Winograd).
 
     Args:
         x: input of shape (N, C, H, W), the notes' W1 x H1 x D1 volume with D1 = C.
@@ -354,6 +381,8 @@ def conv_forward(
         stride, pad, dilation: S, P and dilation, each an int or an (h, w) pair. dilation=1 is an
             ordinary filter (the notes' "dilation 0"); dilation=2 is the notes' "dilation 1".
         fit: "strict" | "floor" | "ceil" when (W - F + 2P)/S + 1 is not an integer.
+        algo: None (choose per shape, see ``_choose_algo``), "im2col" or "winograd" (3x3, stride 1,
+            dilation 1, P <= 2 only; for tests and benchmarks).
 
     Returns:
         out of shape (N, K, Ho, Wo): ``W2 = (W1 - F + 2P)/S + 1``, ``H2 = (H1 - F + 2P)/S + 1``,
@@ -373,24 +402,35 @@ def conv_forward(
     x, w, b = _check_conv_args(x, w, b, "conv")
     K = w.shape[0]
     g = geometry(x.shape, (w.shape[2], w.shape[3]), stride, pad, dilation, fit, "conv")
-    algo = _choose_algo(g, K)
+    if algo is None:
+        algo = _choose_algo(g, K)
+    elif algo not in _ALGOS:
+        raise ValueError(f"conv: algo must be one of {', '.join(_ALGOS)} or None, got {algo!r}")
+    elif algo == "winograd" and not winograd_supported(g):
+        raise ValueError(
+            f"conv: algo='winograd' needs a 3x3 filter, stride 1, dilation 1 and padding <= 2, got "
+            f"F={g.Fh}x{g.Fw}, S={g.Sh}x{g.Sw}, dilation={g.Dh}x{g.Dw}, pad=({g.pt}, {g.pb}, {g.pl}, {g.pr})"
+        )
     out, extra = _ALGOS[algo][0](x, w, b, g)
     b_dtype = None if b is None else b.dtype
     return out, ConvCache(algo, g, x, w, b is not None, w_dtype, b_dtype, extra)
 
 
 def conv_backward(
-    dout: np.ndarray, cache: ConvCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gradients of a convolution via col2im.
+    dout: np.ndarray, cache: ConvCache, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Gradients of a convolution via col2im (or the Winograd adjoint, per ``cache.algo``).
 
     Args:
         dout: upstream gradient of shape (N, K, Ho, Wo).
         cache: from :func:`conv_forward`.
+        need_dx: False skips dx (returned as None): the first layer of a net needs no input gradient,
+            and dx is about half of its backward cost (PyTorch skips it too for an input that does not
+            require grad).
 
     Returns:
-        dx (N, C, H, W) (channel-major memory), dw (K, C, Fh, Fw), db (K,) or None when b was None.
-        dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col).
+        dx (N, C, H, W) (channel-major memory) or None, dw (K, C, Fh, Fw), db (K,) or None when b was
+        None. dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col).
     """
     g = cache.geom
     want = (g.N, cache.w.shape[0], g.Ho, g.Wo)
@@ -398,7 +438,7 @@ def conv_backward(
     if dout.shape != want:
         raise ShapeError(f"conv backward: dout must have shape {want} (N, K, Ho, Wo), got {dout.shape}")
     dout = dout.astype(cache.w.dtype, copy=False)
-    dx, dw, db = _ALGOS[cache.algo][1](dout, cache)
+    dx, dw, db = _ALGOS[cache.algo][1](dout, cache, need_dx)
     dw = dw.astype(cache.w_dtype, copy=False)
     if db is not None and cache.b_dtype is not None and np.issubdtype(cache.b_dtype, np.floating):
         db = db.astype(cache.b_dtype, copy=False)
