@@ -378,3 +378,43 @@ def test_pytorch_agreement_residual_graph() -> None:
     assert max_rel(dx, xt.grad.numpy()) < 1e-4
     for name, mod in (("conv1", c1), ("conv2", c2), ("proj", pr)):
         assert max_rel(g.grads[f"{name}.w"], mod.weight.grad.numpy()) < 1e-4, name
+
+
+@pytest.mark.parametrize("first", ["CONV3-4", "LOCAL3-4", "RELU -> CONV3-4"])
+def test_backward_without_input_gradient_gives_the_same_param_grads(first):
+    """need_dx=False (the trainer's call) skips the first layer's dx but changes no parameter gradient."""
+    from volnet.spec import build
+
+    net = build(f"INPUT [6x6x2] -> {first} -> RELU -> POOL2 -> FC-3", seed=1)
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    dout = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    net.forward(x, train=True)
+    dx = net.backward(dout)
+    full = {k: v.copy() for k, v in net.grads.items()}
+    net.forward(x, train=True)
+    assert net.backward(dout, need_dx=False) is None
+    assert dx is not None and dx.shape == x.shape
+    for k, g in net.grads.items():
+        np.testing.assert_array_equal(g, full[k], err_msg=k)
+
+
+def test_graph_backward_without_input_gradient():
+    from volnet.layers import Conv, ReLU
+    from volnet.net import Add, Graph
+
+    g = Graph()
+    g.add("conv1", Conv(3, 3, pad=1), inputs=["input"])
+    g.add("relu1", ReLU(), inputs=["conv1"])
+    g.add("conv2", Conv(3, 3, pad=1), inputs=["relu1"])
+    g.add("add", Add(), inputs=["conv2", "input"])
+    g.build((3, 5, 5), seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    g.astype(np.float64)
+    dout = np.random.default_rng(1).standard_normal((2, 3, 5, 5))
+    g.forward(x, train=True)
+    g.backward(dout)
+    full = {k: v.copy() for k, v in g.grads.items()}
+    g.forward(x, train=True)
+    assert g.backward(dout, need_dx=False) is None
+    for k, v in g.grads.items():
+        np.testing.assert_allclose(v, full[k], rtol=1e-12, err_msg=k)

@@ -199,6 +199,7 @@ class Container(Layer):
     """What ``Sequential`` and ``Graph`` share: flat dotted params, modes, dtype, predict, save, spec."""
 
     kind = "CONTAINER"
+    skips_dx = True
 
     def __init__(self, input_shape: Shape | None = None, seed: int = 0) -> None:
         # No Layer.__init__: params/grads/buffers are views of the children (properties below).
@@ -514,11 +515,18 @@ class Sequential(Container):
             x = layer.forward(x, train)
         return x
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Backpropagate through the layers in reverse; fills every layer's grads; returns dx."""
-        for _, layer in reversed(self._items):
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Backpropagate through the layers in reverse; fills every layer's grads; returns dx.
+
+        ``need_dx=False`` (the trainer's call: nothing needs the gradient of the images) lets the first
+        layer skip its input gradient when it can (``skips_dx``); the result is then None.
+        """
+        for i in range(len(self._items) - 1, -1, -1):
+            layer = self._items[i][1]
+            if i == 0 and not need_dx and layer.skips_dx:
+                return layer.backward(dout, need_dx=False)
             dout = layer.backward(dout)
-        return dout
+        return dout if need_dx else None
 
     def config(self) -> dict[str, Any]:
         return {"layers": [{"name": n, **layer_to_config(layer)} for n, layer in self._items]}
@@ -710,21 +718,34 @@ class Graph(Container):
                     del vals[i]
         return vals[out_name]
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Reverse insertion order; gradients reaching a node from several consumers are summed."""
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Reverse insertion order; gradients reaching a node from several consumers are summed.
+
+        ``need_dx=False``: nodes fed only by the graph input skip their input gradient where they can
+        (``skips_dx``); the result is then None.
+        """
         douts: dict[str, np.ndarray] = {self.output: dout}
+        reached_input = False
         for name, (layer, inputs) in reversed(self._nodes.items()):
             d = douts.pop(name, None)
             if d is None:  # does not reach the output: no gradient flows through it
                 _zero_grads(layer)
                 continue
+            if not need_dx and layer.skips_dx and all(i == "input" for i in inputs):
+                layer.backward(d, need_dx=False)
+                reached_input = True
+                continue
             dx = layer.backward(d)
             dxs = list(dx) if layer.multi_input else [dx]
             for i, g in zip(inputs, dxs):
+                if i == "input":
+                    reached_input = True
+                    if not need_dx:
+                        continue
                 douts[i] = douts[i] + g if i in douts else g  # never in place: g may be shared (ADD)
-        if "input" not in douts:
+        if not reached_input:
             raise VolnetError("Graph: the output does not depend on the input")
-        return douts["input"]
+        return douts["input"] if need_dx else None
 
     def config(self) -> dict[str, Any]:
         return {

@@ -35,6 +35,8 @@ class Layer:
     """
 
     kind: str = "LAYER"
+    #: True when ``backward(dout, need_dx=False)`` can skip the input gradient (CONV, LOCAL, containers)
+    skips_dx: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

@@ -81,6 +81,7 @@ class FilterBank(ParamLayer):
 
     forward_op: Any = None
     backward_op: Any = None
+    skips_dx = True  # backward(dout, need_dx=False) computes only the parameter gradients
 
     def __init__(
         self,
@@ -125,10 +126,12 @@ class FilterBank(ParamLayer):
         self.cache = cache if train else None
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Fills ``grads``; returns dx, or None with ``need_dx=False`` (a net's first layer: saves the
+        col2im half of the backward pass, as PyTorch does for an input that needs no gradient)."""
         if self.cache is None:
             raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        dx, dw, db = type(self).backward_op(dout, self.cache)
+        dx, dw, db = type(self).backward_op(dout, self.cache, need_dx=need_dx)
         self.grads = {"w": dw, "b": db} if self.bias else {"w": dw}
         return dx
 

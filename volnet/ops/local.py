@@ -126,16 +126,17 @@ def local_forward(
 
 
 def local_backward(
-    dout: np.ndarray, cache: LocalCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    dout: np.ndarray, cache: LocalCache, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of the locally connected layer.
 
     Args:
         dout: upstream gradient of shape (N, K, Ho, Wo).
         cache: from :func:`local_forward`.
+        need_dx: False skips dx (returned as None), as for the first layer of a net.
 
     Returns:
-        dx (N, C, H, W), dw (Ho, Wo, K, C, Fh, Fw), db (Ho, Wo, K) or None when b was None.
+        dx (N, C, H, W) or None, dw (Ho, Wo, K, C, Fh, Fw), db (Ho, Wo, K) or None when b was None.
         Per position p: dw[p] = dout[p] @ X_col[p]^T, dX_col[p] = w[p]^T @ dout[p], dx = col2im(dX_col).
     """
     g, w = cache.geom, cache.w
@@ -152,6 +153,8 @@ def local_backward(
         db = dp.sum(axis=2).reshape(g.Ho, g.Wo, K)
         if cache.b_dtype is not None and np.issubdtype(cache.b_dtype, np.floating):
             db = db.astype(cache.b_dtype, copy=False)
+    if not need_dx:
+        return None, dw, db
     dcols = np.matmul(w.reshape(P, K, R).transpose(0, 2, 1), dp)  # (P, R, N)
     cols6 = dcols.reshape(g.Ho, g.Wo, g.C, g.Fh, g.Fw, g.N).transpose(2, 3, 4, 5, 0, 1)
     dx = np.ascontiguousarray(_col2im_cn(cols6, g).transpose(1, 0, 2, 3))
