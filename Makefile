@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/volnet train --model default --data fashion-mnist --out runs/default
+	$(BIN)/volnet train --model default --data fashion-mnist --epochs 5 --augment flip --out runs/default --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -1,0 +1,358 @@
+"""``volnet train``: train a net (spec, zoo name, saved model or ``default``) on a dataset into a run dir.
+
+The run directory gets ``metrics.jsonl``, ``curves.png``, ``best/``, ``last/`` and ``results.json`` (see
+:mod:`volnet.train`). ``--resume runs/NAME`` continues a run from ``runs/NAME/last`` with the run's own
+settings (only ``--epochs``, ``--save-every`` and ``--quiet`` may change), bit-identically to an
+uninterrupted run. Ctrl-C writes a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+from volnet.errors import DataError, ShapeError, SpecError, VolnetError
+
+HELP = "train a ConvNet on images (Fashion-MNIST, MNIST, CIFAR-10, digits, an image folder)"
+
+EXAMPLES = """examples:
+  volnet train --model default --data fashion-mnist --out runs/default        # what `make train` runs
+  volnet train --model "INPUT [28x28x1] -> [CONV3-16 -> RELU -> POOL2]*2 -> FC-10" --epochs 3 --out runs/small
+  volnet train --model lenet5 --data mnist --optim momentum --lr 0.05 --schedule step --step-size 2
+  volnet train --model default --data cifar10 --epochs 20 --warmup 1 --weight-decay 5e-4 --out runs/cifar
+  volnet train --model default --data folder:photos --val 0.1 --out runs/photos
+  volnet train --resume runs/default                      # continue after Ctrl-C or a crash
+  volnet train --resume runs/default --epochs 20          # extend a finished run
+
+--model: `default` (volnet.train.DEFAULT_MODEL adapted to the data), a spec in the notes' notation, a
+file holding one, a zoo name (lenet5, vgg11, resnet18, ...) or a saved model / run directory (its last
+FC is replaced when the number of classes differs). --data fashion-mnist falls back to scikit-learn's
+digits (with a note) when Fashion-MNIST is not installed and no --data-dir is given.
+"""
+
+#: Defaults of the options (argparse defaults are None so that --resume can tell what was given).
+DEFAULTS: dict[str, Any] = {
+    "model": "default", "data": "fashion-mnist", "data_dir": None, "epochs": 5, "batch": 64,
+    "optim": "adam", "lr": None, "schedule": "cosine", "warmup": 0.2, "step_size": None, "gamma": 0.1,
+    "min_lr": 0.0, "weight_decay": 0.0, "momentum": None, "clip": None, "val": None, "seed": 0,
+    "out": None, "save_every": None, "limit_train": None, "num_classes": None, "augment": "default",
+    "download": True,
+}
+#: Options a resumed run may change.
+RESUMABLE = {"epochs", "save_every"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--model", metavar="SPEC_OR_ZOO_OR_DIR",
+                   help=f"the net: 'default', a spec, a spec file, a zoo name or a model/run directory "
+                        f"(default {d['model']})")
+    p.add_argument("--data", metavar="NAME",
+                   help="fashion-mnist, mnist, cifar10, cifar100, digits, synthetic or folder:PATH "
+                        f"(default {d['data']})")
+    p.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: cache, system)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help=f"passes over the training set (default {d['epochs']})")
+    p.add_argument("--batch", type=int, metavar="B", help=f"mini-batch size (default {d['batch']})")
+    p.add_argument("--optim", metavar="NAME",
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw (default adam)")
+    p.add_argument("--lr", type=float, help="base learning rate (default: adam 1e-3, sgd/momentum 0.01)")
+    p.add_argument("--schedule", choices=["constant", "step", "cosine"],
+                   help=f"learning-rate schedule, applied per step (default {d['schedule']})")
+    p.add_argument("--warmup", type=float, metavar="EPOCHS",
+                   help=f"linear warm-up from lr/10, in epochs (default {d['warmup']})")
+    p.add_argument("--step-size", type=float, metavar="EPOCHS", help="step schedule: epochs between decays")
+    p.add_argument("--gamma", type=float, help="step schedule: decay factor (default 0.1)")
+    p.add_argument("--min-lr", type=float, help="cosine schedule: final learning rate (default 0)")
+    p.add_argument("--weight-decay", type=float, help="L2 penalty on all parameters (default 0)")
+    p.add_argument("--momentum", type=float, help="momentum of sgd/momentum/nesterov/rmsprop")
+    p.add_argument("--clip", type=float, metavar="NORM", help="clip the global gradient norm")
+    p.add_argument("--val", metavar="N_OR_FRACTION",
+                   help="validation images carved from the training set: a count or a fraction; 0 = none "
+                        "(default min(5000, 10%%))")
+    p.add_argument("--seed", type=int,
+                   help="initialisation, split, shuffling and augmentation seed (default 0)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<data>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from RUN_DIR/last")
+    p.add_argument("--save-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
+    p.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
+    p.add_argument("--num-classes", type=int, metavar="K",
+                   help="number of classes (synthetic data: how many to make; else must match the data)")
+    p.add_argument("--augment", choices=["default", "none", "flip", "crop", "flip+crop"],
+                   help="on-the-fly augmentation (default: the dataset's: Fashion-MNIST/CIFAR flip+crop, "
+                        "digits/MNIST crop)")
+    p.add_argument("--no-download", dest="download", action="store_false", default=None,
+                   help="never download missing MNIST/CIFAR files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run in --out (its checkpoints, metrics and plots)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+
+
+def _note(msg: str) -> None:
+    print(f"volnet train: {msg}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def _val_size(text: Any, n: int) -> float | int:
+    if text is None:
+        return min(5000, int(round(0.1 * n)))
+    s = str(text).strip()
+    try:
+        v = float(s)
+    except ValueError:
+        raise DataError(f"--val must be a count (5000) or a fraction (0.1), got {text!r}") from None
+    if "." in s or "e" in s.lower():
+        if not 0 <= v < 1:
+            raise DataError(f"--val fraction must be in [0, 1), got {text!r}")
+        return v
+    return int(v)
+
+
+def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: int = 0,
+              limit_train: int | None = None, num_classes: int | None = None, download: bool = True,
+              quiet: bool = False) -> tuple[Any, Any, Any, str]:
+    """``(train, val_or_None, test_or_None, name_used)`` for the CLI.
+
+    Fashion-MNIST without its files (and no ``data_dir``) falls back to digits with a note on stderr.
+    Unreadable files become a one-line DataError.
+    """
+    from volnet.data import load_dataset, split_validation
+
+    key = name.strip().lower()
+    options: dict[str, Any] = {}
+    if key == "synthetic" and num_classes is not None:
+        options["num_classes"] = num_classes
+    try:
+        try:
+            train, test = load_dataset(name, data_dir, download=download and key != "fashion-mnist",
+                                       **options)
+        except DataError as e:
+            if key != "fashion-mnist" or data_dir is not None:
+                raise
+            _note(f"Fashion-MNIST is not installed ({str(e).split(';')[0]}); training on scikit-learn's "
+                  "8x8 digits instead (apt-get install dataset-fashion-mnist for the real thing)")
+            name = "digits"
+            train, test = load_dataset("digits")
+    except VolnetError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error) as e:
+        raise DataError(f"{name}: cannot read the data files ({type(e).__name__}: {e}); "
+                        "re-download or fix --data-dir") from None
+    if num_classes is not None and num_classes != train.num_classes:
+        raise DataError(f"--num-classes {num_classes} but {name} has {train.num_classes} classes; "
+                        "leave --num-classes out")
+    vsize = _val_size(val, len(train))
+    vset = None
+    if vsize:
+        train, vset = split_validation(train, vsize, seed=seed)
+    if limit_train is not None:
+        if limit_train < 1:
+            raise DataError(f"--limit-train must be >= 1, got {limit_train}")
+        import numpy as np
+
+        train = train.subset(np.arange(min(limit_train, len(train))), train.name)
+    return train, vset, test, name
+
+
+# ------------------------------------------------------------------------------------------ model
+
+def _exists(path: str, test: Any) -> bool:
+    try:
+        return bool(test(path))
+    except (OSError, ValueError):
+        return False
+
+
+def _zoo_key(arg: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z][\w-]*", arg.strip()):
+        return None
+    try:
+        from volnet import zoo
+    except ImportError:
+        return None
+    try:
+        return zoo.lookup(arg)
+    except VolnetError:
+        return None
+
+
+def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 0) -> Any:
+    """The net for ``--model``: ``default``, a model/run directory, a spec file, a zoo name or a spec."""
+    from volnet.train import DEFAULT_MODEL, _shape_token, adapt_spec, load_trained
+
+    if arg.strip().lower() == "default":
+        text = adapt_spec(DEFAULT_MODEL, shape, num_classes)
+    elif _exists(arg, os.path.isdir):
+        net = load_trained(arg).net
+        if tuple(net.input_shape) != tuple(shape):
+            raise ShapeError(f"model {arg} takes {_shape_token(net.input_shape)} images but the data are "
+                             f"{_shape_token(shape)}")
+        k = int(__import__("numpy").prod(net.output_shape(tuple(shape))))
+        if k != num_classes:
+            from volnet.zoo import replace_head
+
+            _note(f"replacing the last FC of {arg} ({k} classes) by a new FC-{num_classes}")
+            replace_head(net, num_classes, seed=seed)
+        net.train()
+        return net
+    elif _exists(arg, os.path.isfile):
+        text = "\n".join(ln for ln in Path(arg).read_text(encoding="utf-8").splitlines()
+                         if not ln.lstrip().startswith("#"))
+    elif (key := _zoo_key(arg)) is not None:
+        from volnet import zoo
+
+        return zoo.get(key, num_classes=num_classes, input_shape=shape, seed=seed)
+    else:
+        text = arg
+    from volnet.spec import build, input_shape_of, items_of
+
+    try:
+        items = items_of(text)
+        try:
+            given = input_shape_of(items)
+        except SpecError:
+            given = None
+        if given is not None and tuple(given) != tuple(shape):
+            raise ShapeError(f"the spec's INPUT {_shape_token(given)} does not match the data's "
+                             f"{_shape_token(shape)}; write INPUT {_shape_token(shape)} (or leave INPUT out)")
+        return build(text, seed=seed, input_shape=tuple(shape))
+    except SpecError as e:
+        first = str(e).split("\n", 1)[0]
+        if re.fullmatch(r"[A-Za-z][\w]*", arg.strip()) and not re.search(r"\d+-\d", arg):
+            try:
+                from volnet import zoo
+
+                zoo.lookup(arg)
+            except VolnetError as z:  # a mistyped zoo name: "unknown zoo model 'vgg17'; did you mean ..."
+                raise SpecError(f"--model {arg!r} is not a spec, file or model directory; {z}") from None
+            except ImportError:
+                pass
+        hint = "" if "->" in arg or " " in arg.strip() else \
+            " (not a zoo name, file or model directory either)"
+        raise SpecError(f"--model {arg!r}: {first}{hint}") from None
+    except ShapeError as e:
+        raise ShapeError(str(e).split("\n", 1)[0]) from None
+
+
+# ------------------------------------------------------------------------------------------ run
+
+_AUGMENT = {"none": (0, False), "flip": (0, True), "crop": (None, False), "flip+crop": (None, True)}
+
+
+def _augment(choice: str, ds: Any) -> Any:
+    from volnet.data import Augment
+
+    if choice == "default":
+        return ds.augment
+    pad, flip = _AUGMENT[choice]
+    if pad is None:
+        pad = ds.augment.pad or max(1, ds.shape[1] // 14)
+    return Augment(pad=pad, flip=flip)
+
+
+def _resolve(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: (getattr(args, k) if getattr(args, k, None) is not None else v) for k, v in DEFAULTS.items()}
+
+
+def _default_out(model: str, data: str) -> str:
+    m = model if re.fullmatch(r"[\w.-]+", model) else "spec"
+    d = re.sub(r"[^\w.-]+", "_", data.split(":")[-1]).strip("_") or "data"
+    name = "default" if m == "default" and data == "fashion-mnist" else f"{Path(m).name}-{d}"
+    return os.path.join("runs", name)
+
+
+_RUN_FILES = ("metrics.jsonl", "curves.png", "results.json", "confusion.png")
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a previous run wrote in ``out`` (checkpoints, metrics, plots), nothing else."""
+    import shutil
+
+    for sub in ("last", "best"):
+        if (out / sub / "trainer.json").is_file():
+            shutil.rmtree(out / sub)
+    for name in _RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from volnet.train import Trainer, TrainingInterrupted, _read_trainer_json
+
+    quiet = bool(args.quiet)
+    if args.resume:
+        run_dir = Path(args.resume)
+        ck = run_dir / "last"
+        if not (ck / "trainer.json").is_file():
+            what = "does not exist" if not run_dir.exists() else f"has no checkpoint {ck}/trainer.json"
+            raise VolnetError(f"cannot resume: {run_dir} {what}; start it with volnet train --out {run_dir}")
+        doc = _read_trainer_json(ck)
+        stored = dict(doc.get("info", {}).get("args", {}))
+        if not stored:
+            raise VolnetError(f"cannot resume {run_dir}: it was not started by volnet train (no stored "
+                              "arguments); resume it from Python with Trainer.resume")
+        ignored = [k for k in DEFAULTS if k not in RESUMABLE and getattr(args, k, None) is not None
+                   and getattr(args, k) != stored.get(k)]
+        if ignored:
+            _note("resuming with the run's own settings; ignoring " + ", ".join(f"--{k.replace('_', '-')}"
+                                                                            for k in ignored))
+        a = dict(stored)
+        train, val, test, used = load_data(a["data_used"], a["data_dir"], val=a["val"], seed=a["seed"],
+                                           limit_train=a["limit_train"], num_classes=a["num_classes"],
+                                           download=a["download"], quiet=quiet)
+        overrides: dict[str, Any] = {"progress": not quiet}
+        if args.save_every is not None:
+            overrides["save_every"] = args.save_every
+        t = Trainer.resume(run_dir, train, val, test, epochs=args.epochs, **overrides)
+        if not quiet:
+            _note(f"resuming {run_dir} at epoch {t.epoch + 1}/{t.epochs}, "
+                  f"batch {t.batch}/{t.steps_per_epoch}")
+        out = run_dir
+    else:
+        a = _resolve(args)
+        train, val, test, used = load_data(a["data"], a["data_dir"], val=a["val"], seed=a["seed"],
+                                           limit_train=a["limit_train"], num_classes=a["num_classes"],
+                                           download=a["download"], quiet=quiet)
+        a["data_used"] = used
+        net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"])
+        out = Path(a["out"] or _default_out(a["model"], a["data"]))
+        a["out"] = str(out)
+        if (out / "last" / "trainer.json").is_file():
+            if not args.overwrite:
+                raise VolnetError(f"{out} already holds a run; continue it with --resume {out}, replace it "
+                                  "with --overwrite or choose another --out")
+            _clear_run(out)
+        kw: dict[str, Any] = {}
+        if a["momentum"] is not None:
+            kw["momentum"] = a["momentum"]
+        t = Trainer(net, train, val, test, optimizer=a["optim"], lr=a["lr"], batch_size=a["batch"],
+                    epochs=a["epochs"], schedule=a["schedule"], warmup=a["warmup"], step_size=a["step_size"],
+                    gamma=a["gamma"], min_lr=a["min_lr"], weight_decay=a["weight_decay"], optimizer_kw=kw,
+                    clip=a["clip"], seed=a["seed"], augment=_augment(a["augment"], train), out_dir=out,
+                    save_every=a["save_every"], progress=not quiet, info={"args": a})
+        if not quiet:
+            nv = len(val) if val is not None else 0
+            nt = len(test) if test is not None else 0
+            c, h, w = train.shape
+            _note(f"{net.spec()}")
+            _note(f"{used}: {len(train)} train / {nv} val / {nt} test images [{w}x{h}x{c}], "
+                  f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
+                  f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment "
+                  f"{t.augment.config()}; run directory {out}")
+    try:
+        t.fit()
+    except TrainingInterrupted as e:
+        print(f"volnet train: {e}; resume with: volnet train --resume {out}", file=sys.stderr)
+        return 130
+    res = getattr(t, "test_result", None)
+    best = f"best val acc {100 * t.best_acc:.2f}% (epoch {t.best_epoch})" if t.best_acc is not None \
+        and val is not None else f"best train acc {100 * (t.best_acc or 0):.2f}%"
+    test_txt = f"; test acc {100 * res['test_acc']:.2f}% ({res['n']} images)" if res else ""
+    secs = sum(h["seconds"] for h in t.history)
+    print(f"{best}{test_txt}; {secs / 60:.1f} min; run in {out} (metrics.jsonl, curves.png, best/, last/)")
+    return 0
