@@ -268,3 +268,24 @@ def test_non_fitting_size_raises_with_formula() -> None:
     assert "\n" not in msg
     with pytest.raises(ShapeError, match="filter larger than padded input"):
         conv_forward(np.zeros((1, 3, 2, 2)), w, None)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_stride1_dx_path_equals_col2im_path(seed):
+    """conv_backward computes stride-1 dx as a conv with flipped filters; it must equal col2im(W^T dout)."""
+    from volnet.ops import conv as C
+
+    rng = np.random.default_rng(100 + seed)
+    Fh, Fw = int(rng.integers(2, 5)), int(rng.integers(1, 4))
+    D = int(rng.integers(1, 3))
+    P = (int(rng.integers(0, D * (Fh - 1) + 1)), int(rng.integers(0, D * (Fw - 1) + 1)))
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = rng.standard_normal((4, 3, Fh, Fw))
+    out, cache = conv_forward(x, w, None, pad=P, dilation=D)
+    dout = rng.standard_normal(out.shape)
+    assert C._dx_is_a_conv(cache.geom)
+    dx, _, _ = conv_backward(dout, cache)
+    g = cache.geom
+    dcols = w.reshape(4, -1).T @ dout.transpose(1, 0, 2, 3).reshape(4, -1)
+    ref = C._col2im_cn(dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(dx, ref, rtol=1e-10, atol=1e-12)

@@ -353,6 +353,8 @@ def _conv_im2col_backward(
     dw = np.ascontiguousarray((cols @ d2.T).T).reshape(w.shape)  # measured faster than d2 @ cols.T
     if not need_dx:
         return None, dw, db
+    if _dx_is_a_conv(g):
+        return _dx_as_conv(dout, w, g), dw, db
     w_row_t = w.reshape(K, -1).T
     if np.may_share_memory(cols, cache.x):  # 1x1 conv: cols is x itself, do not overwrite it
         dcols = w_row_t @ d2
@@ -360,6 +362,29 @@ def _conv_im2col_backward(
         dcols = np.matmul(w_row_t, d2, out=cols)  # reuse the workspace for dX_col
     dx = _col2im_cn(dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
     return dx, dw, db
+
+
+def _dx_is_a_conv(g: Geometry) -> bool:
+    """Stride 1, symmetric padding P <= F_eff - 1, filter larger than 1x1: dx is a plain convolution."""
+    return (
+        g.Sh == g.Sw == 1 and (g.Fh > 1 or g.Fw > 1) and g.pt == g.pb and g.pl == g.pr
+        and g.pt <= g.Dh * (g.Fh - 1) and g.pl <= g.Dw * (g.Fw - 1)
+    )
+
+
+def _dx_as_conv(dout: np.ndarray, w: np.ndarray, g: Geometry) -> np.ndarray:
+    """The notes' "backward pass for a convolution is also a convolution": for stride 1,
+
+    dx = conv(dout, w_flipped, pad = F_eff - 1 - P), w_flipped[c, k, i, j] = w[k, c, Fh-1-i, Fw-1-j]
+
+    (spatially flipped, channel-transposed filters). One im2col of dout and one GEMM; measured faster
+    than W_row^T @ dout_row followed by col2im's Fh*Fw strided adds (N64 C32 28x28 K32: 12 vs 20 ms).
+    """
+    w_flip = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    gd = geometry(dout.shape, (g.Fh, g.Fw), 1, (g.Dh * (g.Fh - 1) - g.pt, g.Dw * (g.Fw - 1) - g.pl),
+                  (g.Dh, g.Dw), "strict", "conv backward")
+    dx, _ = _conv_im2col(dout, w_flip, None, gd)
+    return dx
 
 
 _ALGOS = {
