@@ -23,6 +23,14 @@ augmentation of batch ``i`` of epoch ``e`` are pure functions of ``(seed, e, i)`
 (:func:`volnet.data.batches`), the learning rate a pure function of the step, and the checkpoint restores
 weights, BN running statistics, optimizer state, dropout generators and the partial-epoch statistics.
 
+Fine-tuning (``Trainer(..., frozen=names)``, e.g. ``frozen=volnet.zoo.freeze(net, "until:layer3")``): the
+optimizer is built over the other parameters only and steps with their gradients only (gradient clipping
+and weight decay see only them), so frozen parameters stay bit-identical. The BN layers whose ``w``/``b``
+are frozen also keep their running statistics unchanged (restored after every training forward; the
+forward itself still normalises with the batch statistics, as PyTorch in train mode does);
+``update_frozen_bn=True`` lets them update as PyTorch does by default. The frozen names are stored in
+the checkpoint, so a resumed run keeps them frozen.
+
 Ctrl-C is deferred to the end of the current step; the trainer then writes ``last/`` at that position and
 raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``). A second Ctrl-C interrupts at once. A
 NaN/inf loss raises :class:`TrainingError` and leaves the last good checkpoint untouched.
@@ -480,6 +488,12 @@ class Trainer:
         callbacks: functions ``f(trainer, event)`` called after every step (``"step"``) and epoch
             (``"epoch"``); they may call :meth:`request_stop` or raise ``KeyboardInterrupt``.
         info: extra JSON-able data stored in the checkpoints (the CLI stores its arguments).
+        frozen: names of parameters (``net.params`` keys) not to train (:func:`volnet.zoo.freeze`): the
+            optimizer holds only the others and steps with their gradients only; frozen arrays are never
+            written. The names are stored in the checkpoint (``config["frozen"]``).
+        update_frozen_bn: False (default): BN layers whose parameters are frozen keep their running
+            statistics as they are (what a frozen, pretrained backbone needs at inference); True: they
+            update them in training mode as any BN layer (PyTorch's behaviour for ``requires_grad=False``).
     """
 
     def __init__(self, net: Any, train: Dataset, val: Dataset | None = None, test: Dataset | None = None, *,
@@ -490,7 +504,8 @@ class Trainer:
                  clip: float | None = None, seed: int = 0, augment: Augment | None = None,
                  normalizer: Normalizer | None = None, out_dir: str | os.PathLike[str] | None = None,
                  save_every: int | None = None, progress: bool = True, callbacks: Iterable[Callback] = (),
-                 eval_batch_size: int = 256, info: dict[str, Any] | None = None) -> None:
+                 eval_batch_size: int = 256, info: dict[str, Any] | None = None,
+                 frozen: Iterable[str] | None = None, update_frozen_bn: bool = False) -> None:
         if batch_size < 1 or epochs < 0:
             raise VolnetError(f"Trainer: need batch_size >= 1 and epochs >= 0, got batch_size={batch_size}, "
                               f"epochs={epochs}")
@@ -518,7 +533,13 @@ class Trainer:
         self.steps_per_epoch = num_batches(len(train), self.batch_size)
         self.optimizer_name = optimizer
         self.optimizer_kw = dict(optimizer_kw or {})
-        self.optimizer: Optimizer = make_optimizer(optimizer, self.net.params, lr, weight_decay=weight_decay,
+        self.frozen: set[str] = self._check_frozen(frozen)
+        self.update_frozen_bn = bool(update_frozen_bn)
+        #: the parameters the optimizer updates (all of ``net.params`` but ``frozen``)
+        self.trainable: dict[str, np.ndarray] = {k: v for k, v in self.net.params.items()
+                                                  if k not in self.frozen}
+        self._frozen_buffers = self._frozen_bn_buffers()
+        self.optimizer: Optimizer = make_optimizer(optimizer, self.trainable, lr, weight_decay=weight_decay,
                                                    **self.optimizer_kw)
         self.lr = self.optimizer.lr
         self.weight_decay = float(weight_decay)
@@ -558,6 +579,43 @@ class Trainer:
         self.dtype = np.dtype(getattr(net, "dtype", np.float32))
         last = _output_layer(net)
         self._skip_softmax = type(last).__name__ == "Softmax"
+
+    def _check_frozen(self, frozen: Iterable[str] | None) -> set[str]:
+        if frozen is None:
+            return set()
+        if isinstance(frozen, str):
+            raise VolnetError(f"Trainer: frozen must be a set of parameter names, got the string {frozen!r}; "
+                              "use volnet.zoo.freeze(net, 'until:layer3')")
+        names = {str(k) for k in frozen}
+        params = self.net.params
+        unknown = sorted(names - set(params))
+        if unknown:
+            raise VolnetError(f"Trainer: frozen names {unknown[:3]} are not parameters of the net (e.g. "
+                              f"{', '.join(list(params)[:3])}); use volnet.zoo.freeze(net, 'until:NAME')")
+        if params and names >= set(params):
+            raise VolnetError(f"Trainer: all {len(params)} parameters are frozen: nothing to train; freeze "
+                              "up to a block before the head (e.g. until:layer3)")
+        return names
+
+    def _frozen_bn_buffers(self) -> dict[str, np.ndarray]:
+        """The running statistics of the layers whose parameters are all frozen, with their values now
+        (restored after every training forward unless ``update_frozen_bn``)."""
+        if not self.frozen or self.update_frozen_bn:
+            return {}
+        params = set(self.net.params)
+        out = {}
+        for k, v in self.net.buffers.items():
+            layer = k.rsplit(".", 1)[0]
+            own = [p for p in params if p.rsplit(".", 1)[0] == layer]
+            if own and all(p in self.frozen for p in own):
+                out[k] = v.copy()
+        return out
+
+    def _keep_frozen_buffers(self) -> None:
+        if self._frozen_buffers:
+            bufs = self.net.buffers
+            for k, v in self._frozen_buffers.items():
+                bufs[k][...] = v
 
     def _make_schedule(self, schedule: str | Callable[[int], float], warmup: float, step_size: float | None,
                        gamma: float, min_lr: float) -> Callable[[int], float]:
@@ -707,8 +765,11 @@ class Trainer:
                         if not math.isfinite(loss):
                             self._restore(snap)
                             raise self._diverged(loss, lr)
+                        self._keep_frozen_buffers()
                         net.backward(dscores.reshape(out.shape), need_dx=False)
                     grads = self.net.grads
+                    if self.frozen:
+                        grads = {k: g for k, g in grads.items() if k not in self.frozen}
                     if self.clip is not None:
                         from volnet.optim import clip_grad_norm
 
@@ -855,7 +916,8 @@ class Trainer:
                 "epochs": self.epochs, **self.schedule_cfg, "weight_decay": self.weight_decay,
                 "optimizer_kw": self.optimizer_kw, "clip": self.clip, "seed": self.seed,
                 "augment": self.augment.config(), "save_every": self.save_every,
-                "eval_batch_size": self.eval_batch_size}
+                "eval_batch_size": self.eval_batch_size, "frozen": sorted(self.frozen),
+                "update_frozen_bn": self.update_frozen_bn}
 
     def state(self) -> dict[str, Any]:
         """JSON-able trainer state (everything of a checkpoint except the arrays)."""
@@ -949,6 +1011,7 @@ class Trainer:
             "clip": cfg["clip"], "seed": cfg["seed"], "augment": Augment(**cfg["augment"]),
             "save_every": cfg.get("save_every"), "eval_batch_size": cfg.get("eval_batch_size", 256),
             "normalizer": Normalizer.from_dict(doc["normalizer"]), "info": doc.get("info", {}),
+            "frozen": cfg.get("frozen") or None, "update_frozen_bn": bool(cfg.get("update_frozen_bn", False)),
         }
         kw.update(overrides)
         t = cls(net, train, val, test, out_dir=out_dir if out_dir is not None else ck.parent, **kw)

@@ -4,6 +4,12 @@ The run directory gets ``metrics.jsonl``, ``curves.png``, ``best/``, ``last/`` a
 :mod:`volnet.train`). ``--resume runs/NAME`` continues a run from ``runs/NAME/last`` with the run's own
 settings (only ``--epochs``, ``--save-every`` and ``--quiet`` may change), bit-identically to an
 uninterrupted run. Ctrl-C writes a checkpoint and exits with status 130.
+
+Fine-tuning: ``--init PATH`` loads weights (a safetensors file with PyTorch/torchvision ``state_dict``
+names, or a volnet model/run directory) into the net built for the data, leaving out the classifier head
+when its class count differs (the head is then a fresh ``FC-K``, K the data's classes); ``--freeze
+until:NAME`` trains only what comes after block NAME (:func:`volnet.zoo.freeze`; the frozen names are
+stored in the checkpoint so ``--resume`` keeps them frozen).
 """
 
 from __future__ import annotations
@@ -28,11 +34,19 @@ EXAMPLES = """examples:
   volnet train --model default --data folder:photos --val 0.1 --out runs/photos
   volnet train --resume runs/default                      # continue after Ctrl-C or a crash
   volnet train --resume runs/default --epochs 20          # extend a finished run
+  volnet train --model resnet18 --data cifar10 --init resnet18.safetensors --freeze until:layer3 --out runs/ft
 
 --model: `default` (volnet.train.DEFAULT_MODEL adapted to the data), a spec in the notes' notation, a
 file holding one, a zoo name (lenet5, vgg11, resnet18, ...) or a saved model / run directory (its last
 FC is replaced when the number of classes differs). --data fashion-mnist falls back to scikit-learn's
 digits (with a note) when Fashion-MNIST is not installed and no --data-dir is given.
+
+--init: a safetensors file with PyTorch/torchvision state_dict names (torchvision weights saved with
+safetensors.torch.save_file, or volnet.safetensors_io.save_torch_state_dict) or a volnet model/run
+directory; every weight and BN statistic is loaded into the net built for the data, except the head
+(last FC) when the file's head has another number of classes. A ResNet takes the stem of the file (conv1
+7x7: ImageNet stem, 3x3: CIFAR stem) whatever the image size. Frozen BN layers keep their running
+statistics (--freeze-bn-stats update: they update as in PyTorch's train mode).
 """
 
 #: Defaults of the options (argparse defaults are None so that --resume can tell what was given).
@@ -41,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": "adam", "lr": None, "schedule": "cosine", "warmup": 0.2, "step_size": None, "gamma": 0.1,
     "min_lr": 0.0, "weight_decay": 0.0, "momentum": None, "clip": None, "val": None, "seed": 0,
     "out": None, "save_every": None, "limit_train": None, "num_classes": None, "augment": "default",
-    "download": True,
+    "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep",
 }
 #: Options a resumed run may change.
 RESUMABLE = {"epochs", "save_every"}
@@ -82,7 +96,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
     p.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
     p.add_argument("--num-classes", type=int, metavar="K",
-                   help="number of classes (synthetic data: how many to make; else must match the data)")
+                   help="number of classes (synthetic data: how many to make; else must match the data); the "
+                        "net ends in FC-K (a zoo or saved model gets a new head, --init skips a head of "
+                        "another size)")
     p.add_argument("--augment", choices=["default", "none", "flip", "crop", "flip+crop"],
                    help="on-the-fly augmentation (default: the dataset's: Fashion-MNIST/CIFAR flip+crop, "
                         "digits/MNIST crop)")
@@ -90,6 +106,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="never download missing MNIST/CIFAR files")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run in --out (its checkpoints, metrics and plots)")
+    p.add_argument("--init", metavar="PATH",
+                   help="initial weights: a safetensors file with PyTorch/torchvision state_dict names or a "
+                        "volnet model/run directory (the head is left out when its class count differs)")
+    p.add_argument("--freeze", metavar="until:NAME|none",
+                   help="train only the layers after block NAME (e.g. until:layer3 for a ResNet, until:conv5 "
+                        "for a flat net); 'none' trains everything (default)")
+    p.add_argument("--freeze-bn-stats", choices=["keep", "update"],
+                   help="BN layers of frozen blocks: keep their running statistics (default) or update them "
+                        "in training mode (PyTorch's default for frozen parameters)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
 
 
@@ -182,8 +207,12 @@ def _zoo_key(arg: str) -> str | None:
         return None
 
 
-def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 0) -> Any:
-    """The net for ``--model``: ``default``, a model/run directory, a spec file, a zoo name or a spec."""
+def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 0,
+                init: dict[str, Any] | None = None) -> Any:
+    """The net for ``--model``: ``default``, a model/run directory, a spec file, a zoo name or a spec.
+
+    ``init`` (:func:`read_init`) picks the stem of a zoo ResNet: the one of the weights to be loaded.
+    """
     from volnet.train import DEFAULT_MODEL, _shape_token, adapt_spec, load_trained
 
     if arg.strip().lower() == "default":
@@ -207,7 +236,15 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
     elif (key := _zoo_key(arg)) is not None:
         from volnet import zoo
 
-        return zoo.get(key, num_classes=num_classes, input_shape=shape, seed=seed)
+        options: dict[str, Any] = {}
+        if init is not None and key.startswith("resnet"):
+            stem = _stem_of(init)
+            if stem is not None:
+                options["stem"] = stem
+        try:
+            return zoo.get(key, num_classes=num_classes, input_shape=shape, seed=seed, **options)
+        except ShapeError as e:
+            raise ShapeError(str(e).split("\n", 1)[0]) from None
     else:
         text = arg
     from volnet.spec import build, input_shape_of, items_of
@@ -238,6 +275,88 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
         raise SpecError(f"--model {arg!r}: {first}{hint}") from None
     except ShapeError as e:
         raise ShapeError(str(e).split("\n", 1)[0]) from None
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+
+def read_init(path: str) -> dict[str, Any]:
+    """The weights of ``--init``: ``{"kind": "torch"|"volnet", "arrays": name -> array, "path": path}``.
+
+    A file is read as safetensors with PyTorch names; a directory as a volnet model or run directory
+    (its ``best/``, else ``last/``) whose arrays keep volnet's dotted names.
+    """
+    from volnet.errors import ModelFileError
+
+    p = Path(path)
+    if p.is_dir():
+        from volnet.train import load_trained
+
+        src = load_trained(p).net
+        return {"kind": "volnet", "arrays": {**src.params, **src.buffers}, "path": str(p)}
+    if not p.exists():
+        raise ModelFileError(f"--init {p}: no such file or directory (give a .safetensors file or a model "
+                             "directory)")
+    from volnet.safetensors_io import read_safetensors
+
+    return {"kind": "torch", "arrays": read_safetensors(p), "path": str(p)}
+
+
+def _stem_of(init: dict[str, Any]) -> str | None:
+    """``"imagenet"`` (7x7 conv1) or ``"cifar"`` (3x3) for ResNet weights, None when there is no conv1."""
+    a = init["arrays"].get("conv1.weight" if init["kind"] == "torch" else "conv1.w")
+    if a is None or getattr(a, "ndim", 0) != 4:
+        return None
+    return {7: "imagenet", 3: "cifar"}.get(int(a.shape[-1]))
+
+
+def load_init(net: Any, init: dict[str, Any]) -> str:
+    """Load ``init`` into ``net`` in place; the head is left out when the file's head has another shape
+    (or is absent). Returns a one-line note of what was done. Errors are one-line ModelFileErrors."""
+    from volnet.errors import ModelFileError
+    from volnet.safetensors_io import load_torch_state_dict, torch_names
+    from volnet.zoo import head_name
+
+    arrays, where = init["arrays"], init["path"]
+    if not net.params:
+        net.build(net.input_shape)
+    names = list({**net.params, **net.buffers})
+    mapping = torch_names(net) if init["kind"] == "torch" else {k: k for k in names}
+    try:
+        head: str | None = head_name(net)
+    except VolnetError:  # no FC: everything is loaded
+        head = None
+    skip: list[str] = []
+    hw = net.params[f"{head}.w"] if head is not None else None
+    src = arrays.get(mapping[f"{head}.w"]) if head is not None else None
+    if hw is not None and (src is None or tuple(src.shape) != tuple(hw.shape)):
+        skip = [str(head)]
+    try:
+        result = load_torch_state_dict(net, arrays, mapping, skip=skip)
+    except ModelFileError as e:
+        msg = str(e).removeprefix("state_dict: ")
+        if "missing key" in msg or "unexpected key" in msg:
+            msg = msg.split(" (strict=False")[0] + "; is --model the architecture of these weights?"
+        raise ModelFileError(f"--init {where}: {msg}") from None
+    note = f"initialised {len(result.loaded)} arrays from {where}"
+    if skip and hw is not None:
+        k = "no" if src is None else (f"{src.shape[0]}" if src.ndim else "?")
+        note += f"; the head {head} ({k} classes in the file) is a new FC-{hw.shape[0]} (He init)"
+    return note
+
+
+def parse_freeze(text: str | None, net: Any) -> set[str]:
+    """Parameter names frozen by ``--freeze``: ``none`` or ``until:NAME`` (:func:`volnet.zoo.freeze`)."""
+    from volnet import zoo
+
+    t = (text or "none").strip()
+    if t.lower() == "none":
+        return set()
+    if not t.startswith("until:") or not t[len("until:"):].strip():
+        raise VolnetError(f"--freeze must be until:NAME (e.g. until:layer3) or none, got {text!r}")
+    try:
+        return zoo.freeze(net, "until:" + t[len("until:"):].strip())
+    except VolnetError as e:
+        raise VolnetError(f"--freeze {t}: {str(e).removeprefix('freeze: ')}") from None
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -319,7 +438,10 @@ def run(args: argparse.Namespace) -> int:
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet)
         a["data_used"] = used
-        net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"])
+        init = read_init(a["init"]) if a["init"] else None
+        net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"], init=init)
+        init_note = load_init(net, init) if init is not None else None
+        frozen = parse_freeze(a["freeze"], net)
         out = Path(a["out"] or _default_out(a["model"], a["data"]))
         a["out"] = str(out)
         if (out / "last" / "trainer.json").is_file():
@@ -334,12 +456,20 @@ def run(args: argparse.Namespace) -> int:
                     epochs=a["epochs"], schedule=a["schedule"], warmup=a["warmup"], step_size=a["step_size"],
                     gamma=a["gamma"], min_lr=a["min_lr"], weight_decay=a["weight_decay"], optimizer_kw=kw,
                     clip=a["clip"], seed=a["seed"], augment=_augment(a["augment"], train), out_dir=out,
-                    save_every=a["save_every"], progress=not quiet, info={"args": a})
+                    save_every=a["save_every"], progress=not quiet, info={"args": a}, frozen=frozen,
+                    update_frozen_bn=a["freeze_bn_stats"] == "update")
         if not quiet:
             nv = len(val) if val is not None else 0
             nt = len(test) if test is not None else 0
             c, h, w = train.shape
             _note(f"{net.spec()}")
+            if init_note:
+                _note(init_note)
+            if frozen:
+                n_frozen = sum(int(net.params[k].size) for k in frozen)
+                bn = "kept" if a["freeze_bn_stats"] == "keep" else "updated"
+                _note(f"--freeze {a['freeze']}: {len(frozen)} arrays ({n_frozen:,} of {net.num_params():,} "
+                      f"parameters) frozen; BN running statistics of frozen layers {bn}")
             _note(f"{used}: {len(train)} train / {nv} val / {nt} test images [{w}x{h}x{c}], "
                   f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
                   f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment "
