@@ -175,7 +175,7 @@ def _train_row(torch, rng, label, make, shape, ref, repeat: int) -> list[str]:
     def v_step():
         scores = net.forward(x, train=True)
         _, d = softmax_loss(scores, y)
-        net.backward(d)
+        net.backward(d, need_dx=False)  # as the trainer: no gradient for the images
         opt.step(net.grads)
 
     tnet = torch_mirror(torch, net)

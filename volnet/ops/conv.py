@@ -353,7 +353,7 @@ def _conv_im2col_backward(
     dw = np.ascontiguousarray((cols @ d2.T).T).reshape(w.shape)  # measured faster than d2 @ cols.T
     if not need_dx:
         return None, dw, db
-    if _dx_is_a_conv(g):
+    if _dx_is_a_conv(g, K):
         return _dx_as_conv(dout, w, g), dw, db
     w_row_t = w.reshape(K, -1).T
     if np.may_share_memory(cols, cache.x):  # 1x1 conv: cols is x itself, do not overwrite it
@@ -364,10 +364,14 @@ def _conv_im2col_backward(
     return dx, dw, db
 
 
-def _dx_is_a_conv(g: Geometry) -> bool:
-    """Stride 1, symmetric padding P <= F_eff - 1, filter larger than 1x1: dx is a plain convolution."""
+def _dx_is_a_conv(g: Geometry, K: int) -> bool:
+    """Stride 1, symmetric padding P <= F_eff - 1, filter larger than 1x1: dx is a plain convolution.
+
+    Taken only when K <= C: the im2col of dout has K*Fh*Fw rows against C*Fh*Fw for col2im's columns
+    (a first layer, C=3 K=32 F7, would build a 10x larger matrix).
+    """
     return (
-        g.Sh == g.Sw == 1 and (g.Fh > 1 or g.Fw > 1) and g.pt == g.pb and g.pl == g.pr
+        K <= g.C and g.Sh == g.Sw == 1 and (g.Fh > 1 or g.Fw > 1) and g.pt == g.pb and g.pl == g.pr
         and g.pt <= g.Dh * (g.Fh - 1) and g.pl <= g.Dw * (g.Fw - 1)
     )
 
