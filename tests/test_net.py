@@ -418,3 +418,42 @@ def test_graph_backward_without_input_gradient():
     assert g.backward(dout, need_dx=False) is None
     for k, v in g.grads.items():
         np.testing.assert_allclose(v, full[k], rtol=1e-12, err_msg=k)
+
+
+def test_relu_runs_in_place_only_after_a_fresh_output():
+    """Sequential overwrites a CONV/FC/BN output with the following RELU (no copy), never the caller's
+    input or a POOL output (max pool's cache refers to it); gradients stay exact."""
+    from volnet.spec import build
+
+    net = build("INPUT [6x6x2] -> RELU -> CONV3-4 -> RELU -> POOL2 -> RELU -> FC-5 -> BN -> RELU -> FC-3")
+    outs = {}
+    for name, layer in net.named_layers():
+        f = layer.forward
+
+        def rec(x, train=True, _f=f, _n=name):
+            outs[_n] = (x, _f(x, train))
+            return outs[_n][1]
+
+        layer.forward = rec
+    x = np.random.default_rng(0).standard_normal((4, 2, 6, 6)).astype(np.float32)
+    x0 = x.copy()
+    net.forward(x)
+    np.testing.assert_array_equal(x, x0)  # the first RELU did not touch the caller's array
+    assert np.shares_memory(outs["relu2"][1], outs["conv1"][1])
+    assert not np.shares_memory(outs["relu3"][1], outs["pool1"][1])
+    assert np.shares_memory(outs["relu4"][1], outs["bn1"][1])
+
+
+def test_in_place_relu_keeps_gradients_exact():
+    from volnet.spec import build
+
+    net = build("INPUT [5x5x2] -> CONV3-3 -> RELU -> FC-4 -> BN -> RELU -> FC-2", seed=3).astype(np.float64)
+    x = np.random.default_rng(1).standard_normal((3, 2, 5, 5))
+    dout = np.random.default_rng(2).standard_normal((3, 2))
+    net.forward(x, train=True)
+    net.backward(dout)
+    w = net.params["conv1.w"]
+    num = num_grad(lambda: float(np.sum(net.forward(x, train=True) * dout)), w)
+    net.forward(x, train=True)
+    net.backward(dout)
+    assert rel_error(net.grads["conv1.w"], num) < 1e-6

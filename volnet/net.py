@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from volnet.errors import ShapeError, VolnetError
-from volnet.layers import LAYER_TYPES
+from volnet.layers import LAYER_TYPES, ReLU
 from volnet.layers._common import shape_str
 from volnet.layers.base import Layer, Shape
 
@@ -500,12 +500,16 @@ class Sequential(Container):
 
     def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
         shape = input_shape
+        fresh = False  # the caller's array is never overwritten
         for name, layer in self._items:
             try:
                 layer.build(shape, rng, self.dtype)
                 shape = layer.output_shape(shape)
             except ShapeError as e:
                 raise _wrap_shape_error(e, name) from None
+            if isinstance(layer, ReLU):  # in place where safe: saves an activation-sized copy
+                layer.auto_inplace = fresh
+            fresh = layer.fresh_output
 
     def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
         """Run every layer in order; ``train=None`` uses the mode set by ``train()``/``eval()``."""

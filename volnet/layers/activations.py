@@ -30,9 +30,12 @@ class ReLU(Layer):
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = bool(inplace)
+        # set by a Sequential when the layer before returns a fresh array (CONV, LOCAL, FC, BN:
+        # ``fresh_output``) that is safe to overwrite; not part of the config
+        self.auto_inplace = False
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        out, cache = relu_forward(x, inplace=self.inplace)
+        out, cache = relu_forward(x, inplace=self.inplace or self.auto_inplace)
         self.cache = cache if train else None
         return out
 

@@ -37,6 +37,9 @@ class Layer:
     kind: str = "LAYER"
     #: True when ``backward(dout, need_dx=False)`` can skip the input gradient (CONV, LOCAL, containers)
     skips_dx: bool = False
+    #: True when ``forward`` returns a new array that nothing else (its cache included) refers to, so the
+    #: next layer may overwrite it: a Sequential then runs a following RELU in place (CONV, LOCAL, FC, BN)
+    fresh_output: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

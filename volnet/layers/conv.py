@@ -79,6 +79,7 @@ class FilterBank(ParamLayer):
     macs = K * D1 * Fh * Fw * H2 * W2 per sample for both (bias adds not counted).
     """
 
+    fresh_output = True
     forward_op: Any = None
     backward_op: Any = None
     skips_dx = True  # backward(dout, need_dx=False) computes only the parameter gradients

@@ -35,6 +35,7 @@ class FC(ParamLayer):
     See: ``torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in, N))``.
     """
 
+    fresh_output = True
     kind = "FC"
 
     def __init__(self, N: int, in_features: int | None = None) -> None:

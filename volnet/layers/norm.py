@@ -74,6 +74,7 @@ class BatchNorm(ParamLayer):
     See: ``torch.nn.BatchNorm2d(D, eps, momentum)`` / ``BatchNorm1d``.
     """
 
+    fresh_output = True
     kind = "BN"
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
