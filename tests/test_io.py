@@ -288,3 +288,9 @@ def test_crc_damage_inside_npz(saved: Path) -> None:
     (saved / "weights.npz").write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="truncated or corrupt"):
         load(saved)
+
+
+def test_atomic_write_into_a_missing_directory_says_so(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        atomic_write_bytes(tmp_path / "missing" / "x.bin", b"data")
+    assert not (tmp_path / "missing").exists()

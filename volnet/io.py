@@ -62,6 +62,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     and the old file is untouched.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise ModelFileError(
+            f"cannot write {path}: the directory {path.parent} does not exist; create it first"
+        )
     tmp = _temp_name(path, ".tmp")
     # O_EXCL: never follow or reuse an existing file; mode 0o666 & ~umask, as open() would create it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
