@@ -20,14 +20,33 @@ import numpy as np
 from volnet.errors import ShapeError
 
 
-def _axes_and_shape(x: np.ndarray, D: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _rows(x: np.ndarray) -> np.ndarray:
+    """The (D, M) channel-row view of x: free for 2-D input and for channel-major (D, N, H, W) memory
+    (what CONV returns), one copy otherwise. Reductions along its rows are contiguous."""
     if x.ndim == 4:
-        return (0, 2, 3), (1, D, 1, 1)
-    if x.ndim == 2:
-        return (0,), (1, D)
-    raise ShapeError(
-        f"batchnorm: expected a 4-D (N, D, H, W) or 2-D (N, D) input, got shape {tuple(x.shape)} ({x.ndim}-D)"
-    )
+        return x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+    return x.T
+
+
+def _unrows(r: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_rows`: (D, M) -> x's shape (channel-major memory for 4-D)."""
+    if len(shape) == 4:
+        N, D, H, W = shape
+        return r.reshape(D, N, H, W).transpose(1, 0, 2, 3)
+    return r.T
+
+
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row dot products sum_m a[d, m] b[d, m] without an (D, M) temporary (D small GEMVs)."""
+    return np.matmul(a[:, None, :], b[:, :, None])[:, 0, 0]
+
+
+def _check(x: np.ndarray) -> None:
+    if x.ndim not in (2, 4):
+        raise ShapeError(
+            f"batchnorm: expected a 4-D (N, D, H, W) or 2-D (N, D) input, got shape {tuple(x.shape)} "
+            f"({x.ndim}-D)"
+        )
 
 
 def batchnorm_forward(
@@ -44,13 +63,14 @@ def batchnorm_forward(
 
     x: (N, D, H, W) or (N, D); gamma, beta, running_mean, running_var: (D,). In train mode mu/var are the
     batch statistics and running_mean/running_var are updated in place; in eval mode the running stats
-    are used and nothing is updated.
+    are used and nothing is updated. Computed on the (D, M) channel rows of x (contiguous reductions);
+    a 4-D output is returned in channel-major memory, like CONV's.
 
     See: ``torch.nn.functional.batch_norm(x, running_mean, running_var, gamma, beta, training=train,
     momentum=momentum, eps=eps)``.
     """
-    D = x.shape[1] if x.ndim >= 2 else 0
-    axes, bshape = _axes_and_shape(x, D)
+    _check(x)
+    D = x.shape[1]
     arrays = {"gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var}
     for name, a in arrays.items():
         if a.shape != (D,):
@@ -58,16 +78,17 @@ def batchnorm_forward(
                 f"batchnorm: {name} must have shape ({D},) for input {tuple(x.shape)}, got {tuple(a.shape)}"
             )
     t = x.dtype.type
+    x2 = _rows(x)
+    M = x2.shape[1]
     if train:
-        M = x.size // D
         if M < 2:
             raise ShapeError(
                 f"batchnorm: training needs more than 1 value per channel, got input {tuple(x.shape)}; "
                 f"use a larger batch or eval mode"
             )
-        mu = x.mean(axis=axes)
-        xc = x - mu.reshape(bshape)
-        var = np.mean(xc * xc, axis=axes)
+        mu = x2.mean(axis=1)
+        xhat = x2 - mu[:, None]
+        var = _row_dot(xhat, xhat) / t(M)
         m = running_mean.dtype.type(momentum)
         running_mean *= 1 - m
         running_mean += m * mu.astype(running_mean.dtype, copy=False)
@@ -77,34 +98,35 @@ def batchnorm_forward(
     else:
         mu = running_mean.astype(x.dtype, copy=False)
         var = running_var.astype(x.dtype, copy=False)
-        xc = x - mu.reshape(bshape)
+        xhat = x2 - mu[:, None]
     inv_std = (1 / np.sqrt(var + t(eps))).astype(x.dtype, copy=False)
-    xhat = xc * inv_std.reshape(bshape)
-    out = xhat * gamma.astype(x.dtype, copy=False).reshape(bshape)
-    out += beta.astype(x.dtype, copy=False).reshape(bshape)
-    return out, (xhat, inv_std, gamma, train, axes, bshape)
+    xhat *= inv_std[:, None]
+    out = xhat * gamma.astype(x.dtype, copy=False)[:, None]
+    out += beta.astype(x.dtype, copy=False)[:, None]
+    return _unrows(out, x.shape), (xhat, inv_std, gamma, train, x.shape)
 
 
 def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients (dx, dgamma, dbeta) of :func:`batchnorm_forward`; dx like x, dgamma/dbeta (D,).
 
-    dbeta = sum dout, dgamma = sum dout * xhat (sums over N, H, W). With g = dout * gamma:
-    train: dx = inv_std / M * (M g - sum g - xhat sum(g xhat)) (mu and var depend on x);
-    eval:  dx = g * inv_std (running stats are constants).
+    dbeta = sum dout, dgamma = sum dout * xhat (sums over N, H, W). With s = gamma * inv_std per channel,
+    sum(g) = s * dbeta and sum(g * xhat) = s * dgamma for g = dout * s, so
+    train: dx = s * (dout - dbeta/M - xhat * dgamma/M) (mu and var depend on x);
+    eval:  dx = s * dout (running stats are constants).
     """
-    xhat, inv_std, gamma, train, axes, bshape = cache
-    if dout.shape != xhat.shape:
-        raise ShapeError(
-            f"batchnorm backward: dout has shape {tuple(dout.shape)}, expected {tuple(xhat.shape)}"
-        )
-    dbeta = dout.sum(axis=axes)
-    dgamma = (dout * xhat).sum(axis=axes)
-    g = dout * (gamma.astype(dout.dtype, copy=False) * inv_std).reshape(bshape)
+    xhat, inv_std, gamma, train, shape = cache
+    if dout.shape != shape:
+        raise ShapeError(f"batchnorm backward: dout has shape {tuple(dout.shape)}, expected {tuple(shape)}")
+    d2 = _rows(dout)
+    dbeta = d2.sum(axis=1)
+    dgamma = _row_dot(d2, xhat)
+    s = (gamma.astype(dout.dtype, copy=False) * inv_std)[:, None]
     if not train:
-        return g, dgamma, dbeta
-    M = dout.size // dout.shape[1]
+        return _unrows(d2 * s, shape), dgamma, dbeta
     t = dout.dtype.type
-    mean_g = (g.sum(axis=axes) / t(M)).reshape(bshape)
-    mean_gx = ((g * xhat).sum(axis=axes) / t(M)).reshape(bshape)
-    dx = g - mean_g - xhat * mean_gx
-    return dx, dgamma, dbeta
+    M = xhat.shape[1]
+    dx = xhat * (dgamma / t(M))[:, None]
+    np.subtract(d2, dx, out=dx)
+    dx -= (dbeta / t(M))[:, None]
+    dx *= s
+    return _unrows(dx, shape), dgamma, dbeta
