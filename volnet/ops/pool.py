@@ -96,10 +96,29 @@ def _divisor(g: dict[str, Any], count_include_pad: bool, dtype: np.dtype) -> np.
     return np.multiply.outer(dh, dw).astype(dtype)
 
 
+def _channel_major(x: np.ndarray) -> bool:
+    """True when x (N, D, H, W) lies in memory as (D, N, H, W), as CONV returns it."""
+    return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+def _full(shape: tuple[int, ...], like: np.ndarray, value: float, dtype: Any = None) -> np.ndarray:
+    """An array of ``value`` in the memory layout of ``like`` (channel-major stays channel-major, so
+    elementwise passes never mix layouts)."""
+    dtype = like.dtype if dtype is None else dtype
+    if _channel_major(like):
+        N, C, H, W = shape
+        return np.full((C, N, H, W), value, dtype=dtype).transpose(1, 0, 2, 3)
+    return np.full(shape, value, dtype=dtype)
+
+
 def _pad(x: np.ndarray, pads: tuple, value: float) -> np.ndarray:
     if all(a == 0 and b == 0 for a, b in pads):
         return x
-    return np.pad(x, pads, mode="constant", constant_values=x.dtype.type(value))
+    (_, _), (_, _), (pt, pb), (pl, pr) = pads
+    N, C, H, W = x.shape
+    xp = _full((N, C, H + pt + pb, W + pl + pr), x, x.dtype.type(value))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    return xp
 
 
 def _window(xp: np.ndarray, g: dict[str, Any], i: int, j: int) -> np.ndarray:
@@ -141,13 +160,13 @@ def pool_forward(
     N, C, Ho, Wo, Fh, Fw = g["N"], g["C"], g["Ho"], g["Wo"], g["Fh"], g["Fw"]
     if mode == "max":
         xp = _pad(x, g["pads"], -np.inf)
-        out = _window(xp, g, 0, 0).copy()
+        out = _window(xp, g, 0, 0).copy(order="K")  # keeps x's memory layout
         for k in range(1, Fh * Fw):
             np.maximum(out, _window(xp, g, k // Fw, k % Fw), out=out)
         return out, ("max", g, xp, out)
     xp = _pad(x, g["pads"], 0.0)
     if mode == "l2":
-        out = np.zeros((N, C, Ho, Wo), dtype=x.dtype)
+        out = _full((N, C, Ho, Wo), x, 0)
         for i in range(Fh):
             for j in range(Fw):
                 v = _window(xp, g, i, j)
@@ -155,7 +174,7 @@ def pool_forward(
         np.sqrt(out, out=out)
         return out, ("l2", g, xp, out)
     # avg
-    out = np.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    out = _full((N, C, Ho, Wo), x, 0)
     for i in range(Fh):
         for j in range(Fw):
             out += _window(xp, g, i, j)
@@ -178,14 +197,14 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
         raise ShapeError(f"pool backward: dout has shape {tuple(dout.shape)}, expected {(N, C, Ho, Wo)}")
     x_shape = g["x_shape"]
     (pth, pbh), (ptw, pbw) = g["pads"][2], g["pads"][3]
-    dxp = np.zeros((N, C, x_shape[2] + pth + pbh, x_shape[3] + ptw + pbw), dtype=dout.dtype)
+    dxp = _full((N, C, x_shape[2] + pth + pbh, x_shape[3] + ptw + pbw), dout, 0)
     if kind == "max":
         # Route dout to the first window offset (row-major) whose value equals the max, as PyTorch does.
         xp, out = cache[2], cache[3]
         disjoint = g["Sh"] >= Fh and g["Sw"] >= Fw  # non-overlapping windows: assign, no add needed
-        taken = np.zeros(out.shape, dtype=bool)
-        hit = np.empty(out.shape, dtype=bool)
-        tmp = None if disjoint else np.empty(out.shape, dtype=dout.dtype)
+        taken = np.zeros_like(out, dtype=bool)
+        hit = np.empty_like(out, dtype=bool)
+        tmp = None if disjoint else np.empty_like(dout)
         for k in range(Fh * Fw):
             i, j = k // Fw, k % Fw
             np.equal(_window(xp, g, i, j), out, out=hit)
@@ -211,7 +230,7 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
             for j in range(Fw):
                 _window(dxp, g, i, j)[...] += _window(xp, g, i, j) * d
     if pth or pbh or ptw or pbw:
-        return dxp[:, :, pth : pth + x_shape[2], ptw : ptw + x_shape[3]].copy()
+        return dxp[:, :, pth : pth + x_shape[2], ptw : ptw + x_shape[3]].copy(order="K")
     return dxp
 
 
