@@ -98,7 +98,10 @@ def _divisor(g: dict[str, Any], count_include_pad: bool, dtype: np.dtype) -> np.
 
 def _channel_major(x: np.ndarray) -> bool:
     """True when x (N, D, H, W) lies in memory as (D, N, H, W), as CONV returns it."""
-    return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
+    if x.ndim != 4 or x.flags.c_contiguous:
+        return False
+    s = x.strides  # a cropped view of a channel-major buffer counts too
+    return s[1] >= s[0] >= s[2] >= s[3] > 0
 
 
 def _full(shape: tuple[int, ...], like: np.ndarray, value: float, dtype: Any = None) -> np.ndarray:
