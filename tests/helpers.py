@@ -59,3 +59,18 @@ def torch_or_skip():
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
     return torch
+
+
+def assert_filter_grads_match_torch(out, dx, dw, db, ot, xt, wt, bt, context, tol: float = 1e-4) -> None:
+    """Shared assertions of the CONV and LOCAL PyTorch-agreement tests: float32 kept, forward and every
+    gradient within ``tol`` (max |a - b| / max |b|); db is None exactly when there is no bias."""
+    assert out.dtype == dx.dtype == dw.dtype == np.float32
+    assert out.shape == tuple(ot.shape), context
+    assert max_rel(out, ot.detach().numpy()) < tol, context
+    assert max_rel(dx, xt.grad.numpy()) < tol, context
+    assert max_rel(dw, wt.grad.numpy()) < tol, context
+    if bt is None:
+        assert db is None
+    else:
+        assert db.dtype == np.float32
+        assert max_rel(db, bt.grad.numpy()) < tol, context

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import grad_check, max_rel, rel_error, torch_or_skip
+from tests.helpers import assert_filter_grads_match_torch, grad_check, rel_error, torch_or_skip
 from tests.test_conv import _random_config
 from volnet.errors import ShapeError
 from volnet.ops.conv import conv_backward, conv_forward
@@ -116,15 +116,7 @@ def test_local_matches_pytorch_unfold(seed: int) -> None:
     ot = _torch_local(torch, xt, wt, bt, opts, cache.geom)
     ot.backward(torch.from_numpy(dout))
 
-    assert out.dtype == dx.dtype == dw.dtype == np.float32
-    assert max_rel(out, ot.detach().numpy()) < 1e-4, cfg
-    assert max_rel(dx, xt.grad.numpy()) < 1e-4, cfg
-    assert max_rel(dw, wt.grad.numpy()) < 1e-4, cfg
-    if b is None:
-        assert db is None
-    else:
-        assert db.dtype == np.float32
-        assert max_rel(db, bt.grad.numpy()) < 1e-4, cfg
+    assert_filter_grads_match_torch(out, dx, dw, db, ot, xt, wt, bt, cfg)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
