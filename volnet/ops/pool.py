@@ -200,7 +200,12 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
         raise ShapeError(f"pool backward: dout has shape {tuple(dout.shape)}, expected {(N, C, Ho, Wo)}")
     x_shape = g["x_shape"]
     (pth, pbh), (ptw, pbw) = g["pads"][2], g["pads"][3]
-    dxp = _full((N, C, x_shape[2] + pth + pbh, x_shape[3] + ptw + pbw), dout, 0)
+    like = cache[2] if kind in ("max", "l2") else dout  # the padded input's layout where it is cached
+    if _channel_major(like) != _channel_major(dout):  # one small copy, then no mixed-layout passes
+        d = _full(dout.shape, like, 0, dout.dtype)
+        d[...] = dout
+        dout = d
+    dxp = _full((N, C, x_shape[2] + pth + pbh, x_shape[3] + ptw + pbw), like, 0, dout.dtype)
     if kind == "max":
         # Route dout to the first window offset (row-major) whose value equals the max, as PyTorch does.
         xp, out = cache[2], cache[3]
