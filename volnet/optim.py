@@ -316,6 +316,7 @@ class Adam(Optimizer):
         _check_nonneg(type(self).__name__, eps=eps)
         self.betas = (b1, b2)
         self.eps = float(eps)
+        self._scratch: dict[str, np.ndarray] = {}  # per-parameter work array, not optimizer state
 
     def step(self, grads: Arrays) -> None:
         if not self.decoupled:
@@ -335,14 +336,24 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         step = self.steps[name]
         m, v = st["exp_avg"], st["exp_avg_sq"]
-        m += t(1.0 - b1) * (g - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+        # the same arithmetic as torch, in place through one scratch array (no temporaries)
+        s = self._scratch.get(name)
+        if s is None or s.shape != p.shape or s.dtype != p.dtype:
+            s = self._scratch[name] = np.empty_like(p)
+        np.subtract(g, m, out=s)
+        s *= t(1.0 - b1)
+        m += s  # torch: exp_avg.lerp_(grad, 1 - beta1)
         v *= t(b2)
-        v += t(1.0 - b2) * (g * g)
+        np.multiply(g, g, out=s)
+        s *= t(1.0 - b2)
+        v += s
         step_size = self.lr / (1.0 - b1 ** step)
-        denom = np.sqrt(v)
-        denom /= t(math.sqrt(1.0 - b2 ** step))
-        denom += t(self.eps)
-        p -= t(step_size) * (m / denom)
+        np.sqrt(v, out=s)  # denom
+        s /= t(math.sqrt(1.0 - b2 ** step))
+        s += t(self.eps)
+        np.divide(m, s, out=s)
+        s *= t(step_size)
+        p -= s
 
 
 class AdamW(Adam):
