@@ -457,3 +457,25 @@ def test_in_place_relu_keeps_gradients_exact():
     net.forward(x, train=True)
     net.backward(dout)
     assert rel_error(net.grads["conv1.w"], num) < 1e-6
+
+
+def test_replace_swaps_a_child_and_keeps_the_rest():
+    from volnet.spec import build
+
+    net = build("INPUT [4x4x2] -> CONV3-3 -> RELU -> FC-5", seed=0)
+    w = net.params["conv1.w"].copy()
+    old = net.replace("fc1", FC(7))
+    assert isinstance(old, FC) and old.N == 5
+    out = net.forward(np.zeros((2, 2, 4, 4), dtype=np.float32))
+    assert out.shape == (2, 7) and np.array_equal(net.params["conv1.w"], w)
+    with pytest.raises(VolnetError, match="no layer 'fc9'"):
+        net.replace("fc9", FC(2))
+
+    g = Graph()
+    g.add("a", Conv(2, 1), inputs=["input"])
+    g.add("b", ReLU(), inputs=["a"])
+    g.replace("a", Conv(4, 1))
+    g.build((2, 3, 3))
+    assert g.forward(np.ones((1, 2, 3, 3), dtype=np.float32)).shape == (1, 4, 3, 3)
+    with pytest.raises(VolnetError, match="no node"):
+        g.replace("zz", ReLU())

@@ -471,6 +471,19 @@ class Sequential(Container):
     def children(self) -> list[tuple[str, Layer]]:
         return list(self._items)
 
+    def replace(self, name: str, layer: Layer) -> Layer:
+        """Swap the child ``name`` for ``layer`` (same position); returns the old layer.
+
+        Used for fine-tuning (a new head). The new layer must fit the same input; call ``build`` (or
+        just run a forward) to check the shapes through the whole net again.
+        """
+        for i, (n, old) in enumerate(self._items):
+            if n == name:
+                self._items[i] = (name, layer)
+                self._built = False
+                return old
+        raise VolnetError(f"Sequential: no layer {name!r}; layers: {', '.join(n for n, _ in self._items)}")
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -648,6 +661,15 @@ class Graph(Container):
 
     def children(self) -> list[tuple[str, Layer]]:
         return [(n, layer) for n, (layer, _) in self._nodes.items()]
+
+    def replace(self, name: str, layer: Layer) -> Layer:
+        """Swap the node ``name``'s layer for ``layer`` (same inputs and consumers); returns the old one."""
+        if name not in self._nodes:
+            raise VolnetError(f"Graph: no node {name!r}; nodes: {', '.join(self._nodes)}")
+        old, inputs = self._nodes[name]
+        self._nodes[name] = (layer, inputs)
+        self._built = False
+        return old
 
     def inputs_of(self, name: str) -> list[str]:
         """The input names of node ``name``."""

@@ -518,17 +518,6 @@ def _parent_and_name(net: Container, dotted: str) -> tuple[Container, str]:
     return parent, last
 
 
-def _replace_child(parent: Container, name: str, layer: Layer) -> None:
-    """Swap the child ``name`` of a Sequential or Graph for ``layer`` (same wiring)."""
-    if isinstance(parent, Sequential):
-        parent._items = [(n, layer if n == name else old) for n, old in parent._items]
-    elif isinstance(parent, Graph):
-        _, inputs = parent._nodes[name]
-        parent._nodes[name] = (layer, inputs)
-    else:  # pragma: no cover - only two container kinds exist
-        raise VolnetError(f"cannot replace a child of {type(parent).__name__}")
-
-
 def head_name(net: Container) -> str:
     """Dotted name of the classifier: the last FC layer of the net."""
     fcs = [n for n, layer in net.named_layers() if isinstance(layer, FC)]
@@ -550,7 +539,7 @@ def replace_head(net: Container, num_classes: int, seed: int = 0) -> Container:
     new = FC(n)
     new.build(tuple(shapes[name]), np.random.default_rng(seed), net.dtype)  # type: ignore[arg-type]
     parent, last = _parent_and_name(net, name)
-    _replace_child(parent, last, new)
+    parent.replace(last, new)
     return net
 
 
