@@ -329,3 +329,12 @@ def test_vgg16_full_spec_builds_shapes_without_allocating():
     assert outs[-1] == (1000,)
     assert (512, 7, 7) in outs
     assert not any(layer.params for _, layer in net.named_layers())
+
+
+def test_shape_error_in_the_notation_suggests_the_notation_words():
+    with pytest.raises(ShapeError) as e:
+        build("INPUT [7x7x3] -> CONV3-8/3p0")
+    msg = str(e.value)
+    assert "'CONV3-8/3p0 floor' (crop)" in msg and "'CONV3-8/3p0 ceil'" in msg and "fit=" not in msg
+    assert build("INPUT [7x7x3] -> CONV3-8/3p0 floor").output_shape((3, 7, 7)) == (8, 2, 2)
+    assert build("INPUT [7x7x3] -> CONV3-8/3p0 ceil").output_shape((3, 7, 7)) == (8, 3, 3)

@@ -583,8 +583,13 @@ def _shapes(items: list[Item], layers: list[Any], shape: Shape) -> list[LayerSha
             out = tuple(layer.output_shape(shape))
         except VolnetError as e:
             cls = type(e) if isinstance(e, (ShapeError, SpecError)) else ShapeError
+            # in the notation the choice is a word after the layer, not the Python keyword fit=
+            msg = _first_line(e).replace(
+                "choose fit='floor' (crop) / fit='ceil' (pad the rest)",
+                f"write '{item.text} floor' (crop) or '{item.text} ceil' (pad the rest)",
+            )
             raise _error(
-                f"layer {i + 1} {item.text!r} on input {format_shape(shape)}: {_first_line(e)}",
+                f"layer {i + 1} {item.text!r} on input {format_shape(shape)}: {msg}",
                 item.source, item.pos, item.end, cls,
             ) from e
         rows.append(LayerShape(item, layer, tuple(shape), out))
