@@ -239,3 +239,23 @@ def test_str_and_to_dict(vgg):
 def test_bad_batch():
     with pytest.raises(VolnetError):
         summary("INPUT [8x8x3] -> CONV3-4", batch=0)
+
+
+def test_sizing_advice_follows_the_notes_patterns():
+    """The notes' layer sizing patterns: input divisible by 2 many times, small size-preserving CONV
+    layers (big filters only first), pools no larger than 3x3. VGG-16 and ResNet follow all of them."""
+    from volnet.spec import unbuilt
+    from volnet.summary import sizing_advice
+
+    net, shape = unbuilt("INPUT [30x30x3] -> CONV3-8p0 -> RELU -> CONV7-8 -> POOL4")
+    advice = sizing_advice(net, shape)
+    assert len(advice) == 5
+    assert "input width 30" in advice[0] and "input height 30" in advice[1]
+    assert "conv1" in advice[2] and "30x30 -> 28x28" in advice[2]
+    assert "conv2" in advice[3] and "7x7" in advice[3]
+    assert "pool1" in advice[4]
+    s = summary("INPUT [30x30x3] -> CONV3-8p0 -> RELU -> CONV7-8 -> POOL4")
+    assert s.advice == advice and "layer sizing patterns" in str(s) and s.to_dict()["advice"] == advice
+    assert summary(VGG16).advice == []
+    first_big = summary("INPUT [224x224x3] -> CONV7-64/2 floor -> POOL3/2p1 floor -> CONV3-64")
+    assert first_big.advice == []

@@ -35,7 +35,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from volnet.errors import VolnetError
@@ -161,6 +161,7 @@ class Summary:
     input_shape: Shape
     batch: int
     dtype: str
+    advice: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``volnet summary --json``)."""
@@ -172,6 +173,7 @@ class Summary:
             "rows": [r.to_dict() for r in self.rows],
             "totals": dict(self.totals),
             "memory": dict(self.memory),
+            "advice": list(self.advice),
         }
 
     def __str__(self) -> str:
@@ -214,6 +216,10 @@ class Summary:
             out.append(f"  {label.ljust(lw)}  {v:>{vw},} values  {format_bytes(b):>10}")
         if "budget_bytes" in m:
             out.append(self.batch_line())
+        if self.advice:
+            out.append("")
+            out.append("the notes' layer sizing patterns:")
+            out.extend(f"  - {a}" for a in self.advice)
         return "\n".join(out)
 
     def batch_line(self) -> str:
@@ -242,6 +248,40 @@ def _rows(net: Any, input_shape: Shape) -> list[Row]:
             int(weights), int(biases), int(layer.macs(tuple(in_shape))),
         ))
     return rows
+
+
+def sizing_advice(net: Any, input_shape: Shape) -> list[str]:
+    """The notes' "layer sizing patterns" checked on a net (advice, not errors):
+
+    - the input should be divisible by 2 many times (32, 64, 96, 224, 384, 512);
+    - CONV layers should use small filters (3x3, at most 5x5; larger ones only in the first CONV layer),
+      stride 1, and zero padding P = (F - 1)/2 so that they keep the spatial size;
+    - POOL layers larger than 3x3 are "too lossy and aggressive".
+    """
+    advice = []
+    H, W = (int(input_shape[1]), int(input_shape[2])) if len(input_shape) == 3 else (0, 0)
+    for side, v in (("width", W), ("height", H)):
+        if v and v % 4:
+            advice.append(f"input {side} {v} is not divisible by 2 twice; the notes suggest sizes such as "
+                          "32, 64, 96, 224, 384, 512 so that pools halve it cleanly")
+    first_conv = True
+    for name, layer, in_shape, out_shape in net.layer_shapes(tuple(input_shape)):
+        kind = str(getattr(layer, "kind", "")).upper()
+        token = layer.token() if hasattr(layer, "token") else kind
+        if kind in ("CONV", "LOCAL"):
+            F, S = tuple(layer.F), tuple(layer.stride)
+            if max(F) > 5 and not first_conv:
+                advice.append(f"{name} {token}: {F[0]}x{F[1]} filters after the first CONV layer; the notes "
+                              "prefer a stack of 3x3 CONV layers (fewer parameters, more non-linearities)")
+            if S == (1, 1) and tuple(out_shape[1:]) != tuple(in_shape[1:]):
+                advice.append(f"{name} {token}: changes the size {in_shape[2]}x{in_shape[1]} -> "
+                              f"{out_shape[2]}x{out_shape[1]}; P = (F - 1)/2 keeps it, so that only the "
+                              "pools downsample and the borders are not washed away")
+            first_conv = False
+        elif kind in ("POOL", "AVGPOOL", "L2POOL") and max(tuple(layer.F)) > 3:
+            advice.append(f"{name} {token}: pools larger than 3x3 are very uncommon (too lossy); use POOL2 "
+                          "or the overlapping POOL3/2")
+    return advice
 
 
 def summary(
@@ -321,4 +361,4 @@ def summary(
             budget_bytes=budget, fixed_bytes=fixed, per_image_bytes=per_image,
             max_batch=max(0, (budget - fixed) // per_image) if per_image else 0,
         )
-    return Summary(rows, totals, mem, tuple(shape), batch, dname)
+    return Summary(rows, totals, mem, tuple(shape), batch, dname, sizing_advice(net, shape))
