@@ -72,6 +72,7 @@ import numpy as np
 from volnet.data import Augment, Dataset, Normalizer, batches, num_batches
 from volnet.errors import ModelFileError, ShapeError, VolnetError
 from volnet.optim import Optimizer, make_optimizer, make_schedule
+from volnet.spec import format_shape
 
 __all__ = [
     "DEFAULT_MODEL", "Evaluation", "ProgressBar", "Trainer", "TrainedModel", "TrainingError",
@@ -119,11 +120,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 # ------------------------------------------------------------------------------------------ the model
 
-def _shape_token(shape: Sequence[int]) -> str:
-    c, h, w = (int(v) for v in shape)
-    return f"[{w}x{h}x{c}]"
-
-
 def adapt_spec(spec: str, input_shape: Sequence[int], num_classes: int) -> str:
     """Rewrite a spec for a dataset: ``INPUT [..]`` becomes ``input_shape`` (C, H, W) and the last
     ``FC-N`` becomes ``FC-num_classes``.
@@ -133,7 +129,7 @@ def adapt_spec(spec: str, input_shape: Sequence[int], num_classes: int) -> str:
     """
     if len(input_shape) != 3:
         raise ShapeError(f"adapt_spec: input_shape must be (C, H, W), got {tuple(input_shape)}")
-    token = f"INPUT {_shape_token(input_shape)}"
+    token = f"INPUT {format_shape(input_shape)}"
     out, n = re.subn(r"(?i)\bINPUT\s*\[[^\]]*\]", token, spec, count=1)
     if n == 0:
         out = f"{token} -> {spec}"
@@ -566,9 +562,9 @@ class Trainer:
         shape = self.train_set.shape
         net = self.net
         if getattr(net, "input_shape", None) is not None and tuple(net.input_shape) != shape:
-            raise ShapeError(f"the net takes {_shape_token(net.input_shape)} inputs but "
-                             f"{self.train_set.name} images are {_shape_token(shape)}; build it for "
-                             f"INPUT {_shape_token(shape)}")
+            raise ShapeError(f"the net takes {format_shape(net.input_shape)} inputs but "
+                             f"{self.train_set.name} images are {format_shape(shape)}; build it for "
+                             f"INPUT {format_shape(shape)}")
         if isinstance(net, Container):
             net.build(shape)
         out = tuple(net.output_shape(shape))

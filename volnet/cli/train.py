@@ -213,15 +213,16 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
 
     ``init`` (:func:`read_init`) picks the stem of a zoo ResNet: the one of the weights to be loaded.
     """
-    from volnet.train import DEFAULT_MODEL, _shape_token, adapt_spec, load_trained
+    from volnet.spec import format_shape
+    from volnet.train import DEFAULT_MODEL, adapt_spec, load_trained
 
     if arg.strip().lower() == "default":
         text = adapt_spec(DEFAULT_MODEL, shape, num_classes)
     elif _exists(arg, os.path.isdir):
         net = load_trained(arg).net
         if tuple(net.input_shape) != tuple(shape):
-            raise ShapeError(f"model {arg} takes {_shape_token(net.input_shape)} images but the data are "
-                             f"{_shape_token(shape)}")
+            raise ShapeError(f"model {arg} takes {format_shape(net.input_shape)} images but the data are "
+                             f"{format_shape(shape)}")
         k = int(__import__("numpy").prod(net.output_shape(tuple(shape))))
         if k != num_classes:
             from volnet.zoo import replace_head
@@ -256,8 +257,8 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
         except SpecError:
             given = None
         if given is not None and tuple(given) != tuple(shape):
-            raise ShapeError(f"the spec's INPUT {_shape_token(given)} does not match the data's "
-                             f"{_shape_token(shape)}; write INPUT {_shape_token(shape)} (or leave INPUT out)")
+            raise ShapeError(f"the spec's INPUT {format_shape(given)} does not match the data's "
+                             f"{format_shape(shape)}; write INPUT {format_shape(shape)} (or leave INPUT out)")
         return build(text, seed=seed, input_shape=tuple(shape))
     except SpecError as e:
         first = str(e).split("\n", 1)[0]
