@@ -92,11 +92,37 @@ def _temp_name(path: Path, suffix: str) -> Path:
     return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file and fsync it (for files inside a directory swapped in whole)."""
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``arrays`` as the bytes of an uncompressed ``.npz`` file (no pickled objects)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Rename the finished directory ``tmp`` over ``path``: an existing ``path`` is renamed away first
+    (and put back if the rename fails), then removed; the parent directory is fsynced."""
+    old: Path | None = None
+    if path.exists():
+        old = _temp_name(path, ".old")
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if old is not None:  # put the previous directory back
+            os.rename(old, path)
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_replaceable(path: Path) -> bool:
@@ -124,27 +150,14 @@ def atomic_write_dir(path: str | os.PathLike[str], files: dict[str, bytes]) -> N
     parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path, ".tmp")
     os.mkdir(tmp)  # permissions from the umask, like any directory the user creates
-    old: Path | None = None
     try:
         for name, data in files.items():
-            _write_file(tmp / name, data)
+            write_file(tmp / name, data)
         _fsync_dir(tmp)
-        if path.exists():
-            old = _temp_name(path, ".old")
-            os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            if old is not None:  # put the previous model back
-                os.rename(old, path)
-                old = None
-            raise
-        _fsync_dir(parent)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- save
@@ -182,9 +195,7 @@ def save(net: Layer, path: str | os.PathLike[str]) -> None:
     if hasattr(net, "spec"):
         doc["spec"] = net.spec()
     text = json.dumps(doc, indent=2, allow_nan=False)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_dir(path, {MODEL_JSON: text.encode("utf-8"), WEIGHTS: buf.getvalue()})
+    atomic_write_dir(path, {MODEL_JSON: text.encode("utf-8"), WEIGHTS: npz_bytes(arrays)})
 
 
 # --------------------------------------------------------------------------- load

@@ -333,36 +333,6 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------ checkpoints
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Rename the finished directory ``tmp`` over ``path`` (the old one is moved aside, then removed)."""
-    old: Path | None = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.rmdir(old)
-        os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        if old is not None:
-            os.rename(old, path)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 def _fingerprint(ds: Dataset | None) -> dict[str, Any] | None:
     if ds is None:
         return None
@@ -940,7 +910,7 @@ class Trainer:
 
     def _save_checkpoint(self, path: Path, optimizer: bool = True) -> Path:
         """Write a checkpoint directory atomically (model files, trainer.json, optimizer.npz)."""
-        from volnet.io import save
+        from volnet.io import npz_bytes, replace_dir, save, write_file
 
         bad = [k for k, v in self.net.params.items() if not np.all(np.isfinite(v))]
         if bad:
@@ -955,10 +925,10 @@ class Trainer:
         try:
             save(self.net, tmp / "ckpt")
             if optimizer:
-                _write_file(tmp / "ckpt" / OPTIMIZER_NPZ, _npz_bytes(arrays))
-            _write_file(tmp / "ckpt" / TRAINER_JSON,
+                write_file(tmp / "ckpt" / OPTIMIZER_NPZ, npz_bytes(arrays))
+            write_file(tmp / "ckpt" / TRAINER_JSON,
                         (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8"))
-            _replace_dir(tmp / "ckpt", path)
+            replace_dir(tmp / "ckpt", path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return path
