@@ -117,7 +117,7 @@ def test_overwrite_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
 def test_failure_mid_write_keeps_previous_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old = _seq()
     save(old, tmp_path / "m")
-    real = vio._write_file
+    real = vio.write_file
     calls = []
 
     def failing(path: Path, data: bytes) -> None:
@@ -127,7 +127,7 @@ def test_failure_mid_write_keeps_previous_model(tmp_path: Path, monkeypatch: pyt
             raise OSError("disk full")
         real(path, data)
 
-    monkeypatch.setattr(vio, "_write_file", failing)
+    monkeypatch.setattr(vio, "write_file", failing)
     with pytest.raises(OSError, match="disk full"):
         save(_graph(), tmp_path / "m")
     assert _listing(tmp_path) == ["m"]  # no temp dir left behind
