@@ -234,13 +234,13 @@ class Summary:
                 f"{format_bytes(m['per_image_bytes'])} per image)")
 
 
-def _rows(net: Any, input_shape: Shape) -> list[Row]:
+def _rows(shapes: list[Any], input_shape: Shape) -> list[Row]:
     rows = [Row("input", "INPUT", (), tuple(input_shape),
                 math.prod(input_shape), False, 0, 0, 0)]
-    for name, layer, in_shape, out_shape in net.layer_shapes(tuple(input_shape)):
-        shapes = layer.param_shapes(tuple(in_shape))
-        biases = sum(math.prod(s) for k, s in shapes.items() if k == "b")
-        weights = sum(math.prod(s) for k, s in shapes.items() if k != "b")
+    for name, layer, in_shape, out_shape in shapes:
+        pshapes = layer.param_shapes(tuple(in_shape))
+        biases = sum(math.prod(s) for k, s in pshapes.items() if k == "b")
+        weights = sum(math.prod(s) for k, s in pshapes.items() if k != "b")
         kind = str(getattr(layer, "kind", type(layer).__name__)).upper()
         token = layer.token() if hasattr(layer, "token") else kind
         rows.append(Row(
@@ -250,13 +250,15 @@ def _rows(net: Any, input_shape: Shape) -> list[Row]:
     return rows
 
 
-def sizing_advice(net: Any, input_shape: Shape) -> list[str]:
+def sizing_advice(net: Any, input_shape: Shape, shapes: list[Any] | None = None) -> list[str]:
     """The notes' "layer sizing patterns" checked on a net (advice, not errors):
 
     - the input should be divisible by 2 many times (32, 64, 96, 224, 384, 512);
     - CONV layers should use small filters (3x3, at most 5x5; larger ones only in the first CONV layer),
       stride 1, and zero padding P = (F - 1)/2 so that they keep the spatial size;
     - POOL layers larger than 3x3 are "too lossy and aggressive".
+
+    ``shapes``: ``net.layer_shapes(input_shape)`` when the caller has it already.
     """
     advice = []
     H, W = (int(input_shape[1]), int(input_shape[2])) if len(input_shape) == 3 else (0, 0)
@@ -265,7 +267,9 @@ def sizing_advice(net: Any, input_shape: Shape) -> list[str]:
             advice.append(f"input {side} {v} is not divisible by 2 twice; the notes suggest sizes such as "
                           "32, 64, 96, 224, 384, 512 so that pools halve it cleanly")
     first_conv = True
-    for name, layer, in_shape, out_shape in net.layer_shapes(tuple(input_shape)):
+    if shapes is None:
+        shapes = net.layer_shapes(tuple(input_shape))
+    for name, layer, in_shape, out_shape in shapes:
         kind = str(getattr(layer, "kind", "")).upper()
         token = layer.token() if hasattr(layer, "token") else kind
         if kind in ("CONV", "LOCAL"):
@@ -328,7 +332,8 @@ def summary(
     else:
         raise VolnetError(f"summary needs a spec string or a net, got {type(net_or_spec).__name__}")
 
-    rows = _rows(net, shape)
+    shapes = net.layer_shapes(tuple(shape))  # traced once: rows and advice
+    rows = _rows(shapes, shape)
     layers = rows[1:]
     totals = {
         "layers": len(layers),
@@ -361,4 +366,4 @@ def summary(
             budget_bytes=budget, fixed_bytes=fixed, per_image_bytes=per_image,
             max_batch=max(0, (budget - fixed) // per_image) if per_image else 0,
         )
-    return Summary(rows, totals, mem, tuple(shape), batch, dname, sizing_advice(net, shape))
+    return Summary(rows, totals, mem, tuple(shape), batch, dname, sizing_advice(net, shape, shapes))
