@@ -66,9 +66,7 @@ class Add(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
-        if self.cache is None:
-            raise RuntimeError("ADD: backward needs a forward(x, train=True) first")
-        return [dout] * int(self.cache)
+        return [dout] * int(self.forward_cache())
 
 
 class Concat(Layer):
@@ -102,9 +100,7 @@ class Concat(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
-        if self.cache is None:
-            raise RuntimeError("CONCAT: backward needs a forward(x, train=True) first")
-        return np.split(dout, np.cumsum(self.cache)[:-1], axis=1)
+        return np.split(dout, np.cumsum(self.forward_cache())[:-1], axis=1)
 
 
 def _shape_list(input_shape: Any, what: str) -> list[Shape]:

@@ -40,9 +40,7 @@ class ReLU(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError("RELU: backward needs a forward(x, train=True) first")
-        return relu_backward(dout, self.cache)
+        return relu_backward(dout, self.forward_cache())
 
     def config(self) -> dict[str, Any]:
         return {"inplace": self.inplace}
@@ -64,6 +62,4 @@ class Softmax(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError("SOFTMAX: backward needs a forward(x, train=True) first")
-        return softmax_backward(dout, self.cache)
+        return softmax_backward(dout, self.forward_cache())

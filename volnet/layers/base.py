@@ -109,6 +109,12 @@ class Layer:
         """Drop what ``backward`` needed (after the last backward or for inference)."""
         self.cache = None
 
+    def forward_cache(self) -> Any:
+        """What the last ``forward(x, train=True)`` kept for ``backward``; a clear error without one."""
+        if self.cache is None:
+            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
+        return self.cache
+
     # -- serialisation ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {}

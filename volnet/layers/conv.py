@@ -130,9 +130,7 @@ class FilterBank(ParamLayer):
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Fills ``grads``; returns dx, or None with ``need_dx=False`` (a net's first layer: saves the
         col2im half of the backward pass, as PyTorch does for an input that needs no gradient)."""
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        dx, dw, db = type(self).backward_op(dout, self.cache, need_dx=need_dx)
+        dx, dw, db = type(self).backward_op(dout, self.forward_cache(), need_dx=need_dx)
         self.grads = {"w": dw, "b": db} if self.bias else {"w": dw}
         return dx
 

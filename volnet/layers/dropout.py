@@ -52,9 +52,7 @@ class Dropout(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        return dropout_backward(dout, self.cache)
+        return dropout_backward(dout, self.forward_cache())
 
     def rng_state(self) -> dict[str, Any]:
         """The generator's state as a JSON-able dict (``bit_generator.state``)."""

@@ -75,9 +75,7 @@ class FC(ParamLayer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        dx, dw, db = fc_backward(dout, self.cache)
+        dx, dw, db = fc_backward(dout, self.forward_cache())
         self.grads = {"w": dw, "b": db}
         return dx
 
@@ -104,6 +102,4 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError("FLATTEN: backward needs a forward(x, train=True) first")
-        return dout.reshape(self.cache)
+        return dout.reshape(self.forward_cache())

@@ -52,9 +52,7 @@ class LRN(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        return lrn_backward(dout, self.cache)
+        return lrn_backward(dout, self.forward_cache())
 
     def config(self) -> dict[str, Any]:
         return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
@@ -130,9 +128,7 @@ class BatchNorm(ParamLayer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        dx, dgamma, dbeta = batchnorm_backward(dout, self.cache)
+        dx, dgamma, dbeta = batchnorm_backward(dout, self.forward_cache())
         self.grads = {"w": dgamma, "b": dbeta}
         return dx
 

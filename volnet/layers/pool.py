@@ -84,9 +84,7 @@ class Pool(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        return pool_backward(dout, self.cache)
+        return pool_backward(dout, self.forward_cache())
 
     def config(self) -> dict[str, Any]:
         return {
@@ -127,6 +125,4 @@ class GlobalAvgPool(Layer):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.cache is None:
-            raise RuntimeError(f"{self.token()}: backward needs a forward(x, train=True) first")
-        return global_avg_pool_backward(dout, self.cache)
+        return global_avg_pool_backward(dout, self.forward_cache())
