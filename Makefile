@@ -21,8 +21,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check volnet tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_layers.py
-	$(BIN)/python benchmarks/bench_nets.py
+	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,12 +1,9 @@
-"""Shared timing helpers for the benchmarks: same process, same threads, medians of repeats."""
+"""Shared pieces of the benchmarks: thread count, the machine line, Markdown tables."""
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -15,56 +12,8 @@ def threads() -> int:
     return int(os.environ.get("VOLNET_BENCH_THREADS", os.cpu_count() or 1))
 
 
-_limits = None
-
-
-def limit_blas() -> None:
-    """Run NumPy's BLAS with :func:`threads` threads (``VOLNET_BENCH_THREADS``, default all cores)."""
-    global _limits
-    if _limits is None:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            _limits = threadpool_limits(limits=threads(), user_api="blas")
-        except ImportError:
-            _limits = False
-
-
-def setup_torch():
-    """Import torch with the same thread count as BLAS; None when torch is not installed."""
-    limit_blas()
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads())
-    return torch
-
-
-def median_ms(fn: Callable[[], object], repeat: int = 7, warmup: int = 2, min_time: float = 0.0) -> float:
-    """Median wall time of fn() in milliseconds over `repeat` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    t_end = time.perf_counter() + min_time
-    while len(times) < repeat or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def sgemm_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
-    """Measured float32 matrix-multiply rate of NumPy's BLAS (GFLOP/s, 2*n^3 flops per product)."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    out = np.empty_like(a)
-    ms = median_ms(lambda: np.matmul(a, b, out=out), repeat=repeat)
-    return 2 * n**3 / (ms * 1e-3) / 1e9
-
-
-def machine() -> str:
-    """One line describing the machine and library versions."""
+def machine(nthreads: int | None = None) -> str:
+    """One line describing the machine and library versions (no torch import: versions from metadata)."""
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -83,11 +32,18 @@ def machine() -> str:
             blas = f"{info[0].get('internal_api')} {info[0].get('version')} ({info[0].get('architecture')})"
     except ImportError:
         pass
-    torch = setup_torch()
-    tv = torch.__version__ if torch is not None else "absent"
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
     return (
-        f"{cpu}, {os.cpu_count()} cores, {threads()} threads; NumPy {np.__version__} with {blas}; "
-        f"PyTorch {tv}; Python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} cores, {nthreads or threads()} threads; "
+        f"NumPy {np.__version__} with {blas}; numba {version('numba')}; PyTorch {version('torch')}; "
+        f"Python {platform.python_version()}"
     )
 
 

@@ -278,5 +278,6 @@ def test_stride1_dx_path_equals_col2im_path(seed):
     dx, _, _ = conv_backward(dout, cache)
     g = cache.geom
     dcols = w.reshape(3, -1).T @ dout.transpose(1, 0, 2, 3).reshape(3, -1)
-    ref = C._col2im_cn(dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
+    c6 = dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo).transpose(0, 1, 2, 4, 5, 3)
+    ref = C.col2im_batch_last(c6, g).transpose(3, 0, 1, 2)
     np.testing.assert_allclose(dx, ref, rtol=1e-10, atol=1e-12)

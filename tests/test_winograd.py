@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 3x3): transforms, forward and gradients vs im2col, naive loops and PyTorch; dispatch."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3): transforms, forward and gradients vs im2col, naive loops and
+PyTorch, on both kernel paths (numba and NumPy); dispatch."""
 
 from __future__ import annotations
 
@@ -6,8 +7,30 @@ import numpy as np
 import pytest
 
 from tests.helpers import grad_check, max_rel, torch_or_skip
+from volnet import kernels
 from volnet.ops.conv import _choose_algo, conv_backward, conv_forward, conv_naive, geometry
-from volnet.ops.winograd import AT, BT, G, filter_transform, winograd_supported
+from volnet.ops.winograd import (
+    AT,
+    AT4,
+    BT,
+    BT4,
+    G4,
+    G,
+    filter_transform,
+    filter_transform4,
+    winograd_supported,
+)
+
+#: (algo, kernel path): F(2x2, 3x3) is NumPy only; F(4x4, 3x3) has compiled and NumPy transforms
+PATHS = [("winograd", "numpy"), ("winograd4", "numba"), ("winograd4", "numpy")]
+
+
+@pytest.fixture(params=PATHS, ids=[f"{a}-{k}" for a, k in PATHS])
+def algo(request):
+    """The algorithm name, with its kernel path selected for the test (numba must import: no skip)."""
+    name, path = request.param
+    with kernels.selected(path):
+        yield name
 
 # (x shape, K, pad): even and odd output sizes (odd ones round up to whole 2x2 tiles), pad 0/1/2, pairs
 SHAPES = [
@@ -44,11 +67,11 @@ def test_one_tile_matches_the_formula():
 
 @pytest.mark.parametrize("xs,K,pad", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_float64_matches_im2col_and_naive_tightly(xs, K, pad, bias):
+def test_float64_matches_im2col_and_naive_tightly(xs, K, pad, bias, algo):
     rng, x, w, b = _data(xs, K, np.float64, bias=bias)
     o_ref, c_ref = conv_forward(x, w, b, pad=pad, algo="im2col")
-    o, c = conv_forward(x, w, b, pad=pad, algo="winograd")
-    assert c.algo == "winograd" and o.dtype == np.float64 and o.shape == o_ref.shape
+    o, c = conv_forward(x, w, b, pad=pad, algo=algo)
+    assert c.algo == algo and o.dtype == np.float64 and o.shape == o_ref.shape
     assert max_rel(o, o_ref) < 1e-13
     assert max_rel(o, conv_naive(x, w, b, pad=pad)) < 1e-13
     d = rng.standard_normal(o.shape)
@@ -61,26 +84,26 @@ def test_float64_matches_im2col_and_naive_tightly(xs, K, pad, bias):
 
 
 @pytest.mark.parametrize("xs,K,pad", SHAPES[:4])
-def test_float64_numerical_gradients(xs, K, pad):
+def test_float64_numerical_gradients(xs, K, pad, algo):
     rng, x, w, b = _data(xs, K, np.float64, seed=1)
-    out, cache = conv_forward(x, w, b, pad=pad, algo="winograd")
+    out, cache = conv_forward(x, w, b, pad=pad, algo=algo)
     dout = rng.standard_normal(out.shape)
     dx, dw, db = conv_backward(dout, cache)
-    grad_check(lambda: conv_forward(x, w, b, pad=pad, algo="winograd")[0], dout,
+    grad_check(lambda: conv_forward(x, w, b, pad=pad, algo=algo)[0], dout,
                {"x": x, "w": w, "b": b}, {"x": dx, "w": dw, "b": db})
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_float32_matches_pytorch(seed):
+def test_float32_matches_pytorch(seed, algo):
     torch = torch_or_skip()
     rng = np.random.default_rng(100 + seed)
-    N, C, K = int(rng.integers(1, 4)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
-    H, W = int(rng.integers(3, 14)), int(rng.integers(3, 14))
+    N, C, K = int(rng.integers(1, 12)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+    H, W = int(rng.integers(3, 19)), int(rng.integers(3, 19))
     pad = int(rng.integers(0, 3))
     x = rng.standard_normal((N, C, H, W), dtype=np.float32)
     w = rng.standard_normal((K, C, 3, 3), dtype=np.float32)
     b = rng.standard_normal(K, dtype=np.float32)
-    out, cache = conv_forward(x, w, b, pad=pad, algo="winograd")
+    out, cache = conv_forward(x, w, b, pad=pad, algo=algo)
     dout = rng.standard_normal(out.shape, dtype=np.float32)
     dx, dw, db = conv_backward(dout, cache)
     assert out.dtype == dx.dtype == dw.dtype == db.dtype == np.float32
@@ -93,22 +116,25 @@ def test_float32_matches_pytorch(seed):
     assert max_rel(db, bt.grad.numpy()) < 1e-4
 
 
-def test_float32_close_to_im2col_on_a_benchmark_shape():
+def test_float32_close_to_im2col_on_a_benchmark_shape(algo):
+    """Documented float32 error (BENCHMARKS.md): F(2x2) ~1e-6, F(4x4) ~1e-5 of the largest value."""
     rng, x, w, b = _data((8, 64, 16, 16), 64, np.float32)
     w *= np.float32(0.1)
     o_ref, c_ref = conv_forward(x, w, b, pad=1, algo="im2col")
-    o, c = conv_forward(x, w, b, pad=1, algo="winograd")
-    assert max_rel(o, o_ref) < 1e-5
+    o, c = conv_forward(x, w, b, pad=1, algo=algo)
+    tol = 1e-5 if algo == "winograd" else 3e-5
+    assert max_rel(o, o_ref) < tol
     d = rng.standard_normal(o.shape, dtype=np.float32)
     for got, want in zip(conv_backward(d, c), conv_backward(d, c_ref)):
-        assert got.dtype == np.float32 and max_rel(got, want) < 1e-5
+        assert got.dtype == np.float32 and max_rel(got, want) < tol
 
 
-def test_channel_major_input_and_need_dx():
-    """Input in channel-major memory (what a previous conv returns) and need_dx=False."""
+@pytest.mark.parametrize("order", [(1, 0, 2, 3), (1, 2, 3, 0), (0, 1, 2, 3)])
+def test_any_memory_layout_and_need_dx(algo, order):
+    """Input in channel-major, batch-last (what a previous conv returns) or C order; need_dx=False."""
     rng, x, w, b = _data((2, 5, 6, 6), 4, np.float64)
-    xcm = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    o, c = conv_forward(xcm, w, b, pad=1, algo="winograd")
+    xcm = np.ascontiguousarray(x.transpose(order)).transpose(np.argsort(order))
+    o, c = conv_forward(xcm, w, b, pad=1, algo=algo)
     assert max_rel(o, conv_naive(x, w, b, pad=1)) < 1e-13
     d = rng.standard_normal(o.shape)
     dx_none, dw, db = conv_backward(d, c, need_dx=False)
@@ -131,20 +157,30 @@ def test_supported_shapes_and_errors():
 
 
 def test_automatic_choice():
-    """Winograd for 3x3/1 with C, K >= 64 and large per-GEMM work (big images); im2col elsewhere."""
-    assert _choose_algo(geometry((1, 64, 224, 224), 3, 1, 1), 64) == "winograd"
-    assert _choose_algo(geometry((1, 256, 56, 56), 3, 1, 1), 256) == "winograd"
-    assert _choose_algo(geometry((64, 64, 16, 16), 3, 1, 1), 64) == "im2col"  # measured slower
-    assert _choose_algo(geometry((64, 128, 8, 8), 3, 1, 1), 128) == "im2col"
-    assert _choose_algo(geometry((64, 32, 32, 32), 3, 1, 1), 32) == "im2col"
-    assert _choose_algo(geometry((1, 3, 224, 224), 3, 1, 1), 64) == "im2col"
-    assert _choose_algo(geometry((1, 64, 225, 225), 3, 2, 1), 64) == "im2col"
+    """F(4x4) for 3x3/1 layers with C, K >= 16 on batches (numba kernels); F(2x2) for large layers of a
+    single image (memory); im2col for first layers, strides, other filter sizes and the NumPy path."""
+    with kernels.selected("numba"):
+        assert _choose_algo(geometry((64, 64, 16, 16), 3, 1, 1), 64) == "winograd4"
+        assert _choose_algo(geometry((64, 32, 32, 32), 3, 1, 1), 32) == "winograd4"
+        assert _choose_algo(geometry((64, 32, 28, 28), 3, 1, 1), 32) == "winograd4"
+        assert _choose_algo(geometry((1, 64, 224, 224), 3, 1, 1), 64) == "winograd"  # one image
+        assert _choose_algo(geometry((64, 3, 32, 32), 3, 1, 1), 32) == "im2col"  # first layer
+        assert _choose_algo(geometry((64, 64, 33, 33), 3, 2, 1), 64) == "im2col"
+    with kernels.selected("numpy"):
+        assert _choose_algo(geometry((1, 64, 224, 224), 3, 1, 1), 64) == "winograd"
+        assert _choose_algo(geometry((1, 256, 56, 56), 3, 1, 1), 256) == "winograd"
+        assert _choose_algo(geometry((64, 64, 16, 16), 3, 1, 1), 64) == "im2col"
+        assert _choose_algo(geometry((64, 128, 8, 8), 3, 1, 1), 128) == "im2col"
+        assert _choose_algo(geometry((64, 32, 32, 32), 3, 1, 1), 32) == "im2col"
+        assert _choose_algo(geometry((1, 3, 224, 224), 3, 1, 1), 64) == "im2col"
+        assert _choose_algo(geometry((1, 64, 225, 225), 3, 2, 1), 64) == "im2col"
 
 
 def test_automatic_choice_dispatches_backward(monkeypatch):
     import volnet.ops.conv as conv
 
     monkeypatch.setattr(conv, "WINOGRAD_MIN_GEMM", 0)
+    monkeypatch.setattr(conv, "WINOGRAD4_MIN_CHANNELS", None)
     x = np.ones((2, 64, 4, 4), np.float32)
     out, cache = conv_forward(x, np.ones((64, 64, 3, 3), np.float32), pad=1)
     assert cache.algo == "winograd"
@@ -152,3 +188,60 @@ def test_automatic_choice_dispatches_backward(monkeypatch):
     assert dx.shape == x.shape and dw.shape == (64, 64, 3, 3)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", None)
     assert conv_forward(x, np.ones((64, 64, 3, 3), np.float32), pad=1)[1].algo == "im2col"
+
+
+def test_f4_one_tile_matches_the_formula():
+    """Y = A4^T [(G4 g G4^T) * (B4^T d B4)] A4 is the valid 3x3 correlation of one 6x6 tile."""
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((6, 6))
+    g = rng.standard_normal((3, 3))
+    Y = AT4 @ ((G4 @ g @ G4.T) * (BT4 @ d @ BT4.T)) @ AT4.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(Y, direct, rtol=1e-12, atol=1e-12)
+    U = filter_transform4(g[None, None])
+    np.testing.assert_allclose(U[:, 0, 0].reshape(6, 6), G4 @ g @ G4.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_f4_compiled_kernels_equal_numpy_twins(seed):
+    """Each numba kernel of F(4x4) gives the NumPy twin's result (float32, batch blocks, odd sizes)."""
+    import volnet.ops.winograd as W
+
+    rng = np.random.default_rng(seed)
+    N, C = int(rng.integers(1, 20)), int(rng.integers(1, 9))
+    H, Wd = int(rng.integers(1, 15)), int(rng.integers(1, 15))
+    pt, pl = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+    g = geometry((N, C, H, Wd), 3, 1, (pt, pl))
+    th, tw = W._tiles4(g)
+    xT = rng.standard_normal((C, H, Wd, N), dtype=np.float32)
+    n0, nn = int(rng.integers(0, N)), 0
+    nn = int(rng.integers(1, N - n0 + 1))
+    outs = {}
+    for path in ("numba", "numpy"):
+        with kernels.selected(path):
+            V = W._input4(xT, pt, pl, th, tw, n0, nn).copy()
+            M = rng.standard_normal((36, 3, th * tw * nn), dtype=np.float32) if path == "numba" else outs["M"]
+            out = np.zeros((3, g.Ho, g.Wo, N), np.float32)
+            W._output4(M, np.arange(3, dtype=np.float32), out, n0, nn, th, tw)
+            dM = W._output4_adjoint(out, n0, nn, th, tw).copy()
+            dx = np.zeros((C, H, Wd, N), np.float32)
+            W._input4_adjoint(V, dx, pt, pl, n0, nn, th, tw)
+            outs.update({"M": M, path: (V, out, dM, dx)})
+    for got, want in zip(outs["numba"], outs["numpy"]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_numpy_path_is_forced_by_the_environment():
+    """VOLNET_KERNELS=numpy selects the NumPy path in a fresh process (and numba is the default)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from volnet import kernels; print(kernels.KERNELS)"
+    env = dict(os.environ, VOLNET_KERNELS="numpy")
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "numpy"
+    env.pop("VOLNET_KERNELS")
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "numba"

@@ -18,22 +18,28 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ShapeError
+from volnet.ops.layout import memory_order
 
 
-def _rows(x: np.ndarray) -> np.ndarray:
-    """The (D, M) channel-row view of x: free for 2-D input and for channel-major (D, N, H, W) memory
-    (what CONV returns), one copy otherwise. Reductions along its rows are contiguous."""
-    if x.ndim == 4:
-        return x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
-    return x.T
+def _rows(x: np.ndarray, order: tuple[int, ...] | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The (D, M) channel rows of x and the axis order they follow (M's order does not matter to the
+    statistics). Free for 2-D input and for 4-D memory with the channel axis outermost (batch-last or
+    channel-major, what CONV returns); one copy otherwise. ``order`` forces the order of another array
+    (the backward pass reads dout in the order of the cached xhat)."""
+    if x.ndim == 2:
+        return x.T, (1, 0)
+    if order is None:
+        order = memory_order(x)
+        if order[0] != 1:
+            order = (1, 0, 2, 3)
+    return x.transpose(order).reshape(x.shape[1], -1), order
 
 
-def _unrows(r: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`_rows`: (D, M) -> x's shape (channel-major memory for 4-D)."""
-    if len(shape) == 4:
-        N, D, H, W = shape
-        return r.reshape(D, N, H, W).transpose(1, 0, 2, 3)
-    return r.T
+def _unrows(r: np.ndarray, shape: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_rows`: (D, M) -> x's shape, in the memory order the rows came in."""
+    if len(shape) == 2:
+        return r.T
+    return r.reshape(tuple(shape[a] for a in order)).transpose(np.argsort(order))
 
 
 def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -78,7 +84,7 @@ def batchnorm_forward(
                 f"batchnorm: {name} must have shape ({D},) for input {tuple(x.shape)}, got {tuple(a.shape)}"
             )
     t = x.dtype.type
-    x2 = _rows(x)
+    x2, order = _rows(x)
     M = x2.shape[1]
     if train:
         if M < 2:
@@ -103,7 +109,7 @@ def batchnorm_forward(
     xhat *= inv_std[:, None]
     out = xhat * gamma.astype(x.dtype, copy=False)[:, None]
     out += beta.astype(x.dtype, copy=False)[:, None]
-    return _unrows(out, x.shape), (xhat, inv_std, gamma, train, x.shape)
+    return _unrows(out, x.shape, order), (xhat, inv_std, gamma, train, x.shape, order)
 
 
 def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,19 +120,19 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     train: dx = s * (dout - dbeta/M - xhat * dgamma/M) (mu and var depend on x);
     eval:  dx = s * dout (running stats are constants).
     """
-    xhat, inv_std, gamma, train, shape = cache
+    xhat, inv_std, gamma, train, shape, order = cache
     if dout.shape != shape:
         raise ShapeError(f"batchnorm backward: dout has shape {tuple(dout.shape)}, expected {tuple(shape)}")
-    d2 = _rows(dout)
+    d2, _ = _rows(dout, order)
     dbeta = d2.sum(axis=1)
     dgamma = _row_dot(d2, xhat)
     s = (gamma.astype(dout.dtype, copy=False) * inv_std)[:, None]
     if not train:
-        return _unrows(d2 * s, shape), dgamma, dbeta
+        return _unrows(d2 * s, shape, order), dgamma, dbeta
     t = dout.dtype.type
     M = xhat.shape[1]
     dx = xhat * (dgamma / t(M))[:, None]
     np.subtract(d2, dx, out=dx)
     dx -= (dbeta / t(M))[:, None]
     dx *= s
-    return _unrows(dx, shape), dgamma, dbeta
+    return _unrows(dx, shape, order), dgamma, dbeta

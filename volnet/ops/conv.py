@@ -16,15 +16,16 @@ Implementation as matrix multiplication (notes, "Implementation as Matrix Multip
    96 x 363 matrix ``W_row``.
 2. ``np.dot(W_row, X_col)`` is 96 x 3025, reshaped to 55x55x96 (here (N, 96, 55, 55)).
 
-For a batch, the columns of ``X_col`` are ordered (N, Ho, Wo): the matrix is (C*Fh*Fw, N*Ho*Wo) and the
-whole batch is ONE GEMM. This "channel-major" order (the buffer is laid out as (C, Fh, Fw, N, Ho, Wo);
-docs' performance guide measured channels-last slower) makes each of the Fh*Fw kernel offsets one
-strided slice copy of the (C, N, Hp, Wp) padded input, and the GEMM result (K, N*Ho*Wo) already is the
-output in (K, N, Ho, Wo) memory order. :func:`conv_forward` returns that memory as an (N, K, Ho, Wo)
-array *view* (not C-contiguous; every NumPy operation handles it, ``np.ascontiguousarray`` makes a
-C-ordered copy). A following conv then finds its input already channel-major and skips the transpose
-copy; likewise :func:`conv_backward` returns dx as a channel-major view (saves an output-sized copy each
-way). Code must not assume C-contiguous activations (use ``reshape``, not ``.view``/``.data``).
+For a batch, the conv orders the columns of ``X_col`` (Ho, Wo, N): the matrix is (C*Fh*Fw, Ho*Wo*N) and
+the whole batch is ONE GEMM. This "batch-last" order (the buffer is laid out as (C, Fh, Fw, Ho, Wo, N))
+makes each of the Fh*Fw kernel offsets one strided slice copy of the padded (C, Hp, Wp, N) input with N
+contiguous images innermost, and the GEMM result (K, Ho*Wo*N) already is the output in (K, Ho, Wo, N)
+memory order. :func:`conv_forward` returns that memory as an (N, K, Ho, Wo) array *view* (not
+C-contiguous; every NumPy operation handles it, see :mod:`volnet.ops.layout`). A following conv then
+finds its input batch-last already and skips the transpose copy, and Winograd's tile transforms
+vectorise over the batch; likewise :func:`conv_backward` returns dx as a batch-last view. Code must not
+assume C-contiguous activations (use ``reshape``, not ``.view``/``.data``). The public :func:`im2col`
+reorders its columns to (N, Ho, Wo) for readers.
 
 The notes' remark that "the backward pass for a convolution is also a convolution" is checked in the
 tests: for stride 1, dx is the convolution of dout with the spatially flipped, channel-transposed
@@ -56,15 +57,23 @@ from typing import Any
 
 import numpy as np
 
+from volnet import kernels
 from volnet.errors import ShapeError
+from volnet.ops.layout import batch_last
 from volnet.ops.sizes import effective_size, padding_for, pair
-from volnet.ops.winograd import winograd_backward, winograd_forward, winograd_supported
+from volnet.ops.winograd import (
+    winograd4_backward,
+    winograd4_forward,
+    winograd_backward,
+    winograd_forward,
+    winograd_supported,
+)
 
 IntOrPair = int | tuple[int, int]
 
 __all__ = [
-    "ConvCache", "Geometry", "clear_workspace", "col2im", "conv_backward", "conv_forward", "conv_naive",
-    "geometry", "im2col",
+    "ConvCache", "Geometry", "clear_workspace", "col2im", "col2im_batch_last", "conv_backward",
+    "conv_forward", "conv_naive", "geometry", "im2col", "im2col_into", "pad_batch_last",
 ]
 
 
@@ -139,22 +148,25 @@ def _float_dtype(x: np.ndarray) -> np.dtype:
 
 
 # ---------------------------------------------------------------------------------------------
-# im2col / col2im on the channel-major layout
+# im2col / col2im on the batch-last layout
 # ---------------------------------------------------------------------------------------------
-def _pad_cn(x: np.ndarray, g: Geometry) -> np.ndarray:
-    """x (N, C, H, W) -> zero-padded (C, N, Hp, Wp); a view when there is no padding."""
-    xcn = x.transpose(1, 0, 2, 3)
+def pad_batch_last(x: np.ndarray, g: Geometry) -> np.ndarray:
+    """x (N, C, H, W) -> zero-padded (C, Hp, Wp, N); a view when x is batch-last and unpadded."""
     if not g.padded:
-        return xcn
-    xp = np.zeros((g.C, g.N, g.Hp, g.Wp), dtype=x.dtype)
-    xp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = xcn
+        return batch_last(x)
+    xp = np.empty((g.C, g.Hp, g.Wp, g.N), dtype=x.dtype)
+    xp[:, :g.pt] = 0
+    xp[:, g.pt + g.H:] = 0
+    xp[:, g.pt:g.pt + g.H, :g.pl] = 0
+    xp[:, g.pt:g.pt + g.H, g.pl + g.W:] = 0
+    batch_last(x, out=xp[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W])
     return xp
 
 
-def _im2col_into(xcn: np.ndarray, g: Geometry, out6: np.ndarray) -> None:
-    """Fill out6 (C, Fh, Fw, N, Ho, Wo) (any strides) from the padded (C, N, Hp, Wp) input.
+def im2col_into(xbl: np.ndarray, g: Geometry, out6: np.ndarray) -> None:
+    """Fill out6 (C, Fh, Fw, Ho, Wo, N) (any strides) from the padded batch-last (C, Hp, Wp, N) input.
 
-    One strided slice copy per kernel offset (i, j): Fh*Fw copies in all.
+    One strided slice copy per kernel offset (i, j): Fh*Fw copies in all, each over N contiguous images.
     """
     hspan = (g.Ho - 1) * g.Sh + 1
     wspan = (g.Wo - 1) * g.Sw + 1
@@ -162,23 +174,23 @@ def _im2col_into(xcn: np.ndarray, g: Geometry, out6: np.ndarray) -> None:
         h0 = i * g.Dh
         for j in range(g.Fw):
             w0 = j * g.Dw
-            out6[:, i, j] = xcn[:, :, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw]
+            out6[:, i, j] = xbl[:, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw]
 
 
-def _col2im_cn(cols6: np.ndarray, g: Geometry) -> np.ndarray:
-    """Adjoint of :func:`_im2col_into`: cols6 (C, Fh, Fw, N, Ho, Wo) -> (C, N, H, W) (a view).
+def col2im_batch_last(cols6: np.ndarray, g: Geometry) -> np.ndarray:
+    """Adjoint of :func:`im2col_into`: cols6 (C, Fh, Fw, Ho, Wo, N) -> (C, H, W, N) (a view).
 
     Overlapping contributions are summed: one strided slice add per kernel offset.
     """
     hspan = (g.Ho - 1) * g.Sh + 1
     wspan = (g.Wo - 1) * g.Sw + 1
-    dxp = np.zeros((g.C, g.N, g.Hp, g.Wp), dtype=cols6.dtype)
+    dxp = np.zeros((g.C, g.Hp, g.Wp, g.N), dtype=cols6.dtype)
     for i in range(g.Fh):
         h0 = i * g.Dh
         for j in range(g.Fw):
             w0 = j * g.Dw
-            dxp[:, :, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw] += cols6[:, i, j]
-    return dxp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W]
+            dxp[:, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw] += cols6[:, i, j]
+    return dxp[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W]
 
 
 _tls = threading.local()
@@ -204,17 +216,17 @@ def clear_workspace() -> None:
 
 
 def _im2col(x: np.ndarray, g: Geometry, scratch: bool = False) -> np.ndarray:
-    """x (N, C, H, W) -> X_col (C*Fh*Fw, N*Ho*Wo), rows (C, Fh, Fw), columns (N, Ho, Wo).
+    """x (N, C, H, W) -> X_col (C*Fh*Fw, Ho*Wo*N), rows (C, Fh, Fw), columns (Ho, Wo, N).
 
     With ``scratch=True`` the result lives in the thread's workspace (valid until the next use).
     """
-    xcn = _pad_cn(x, g)
+    xbl = pad_batch_last(x, g)
     rows = g.C * g.Fh * g.Fw
     if g.Fh == g.Fw == g.Sh == g.Sw == 1 and not g.padded:  # 1x1 conv: the columns are x itself
-        return xcn.reshape(rows, g.N * g.Ho * g.Wo)  # a view when x is channel-major already
-    shape = (rows, g.N * g.Ho * g.Wo)
+        return xbl.reshape(rows, g.Ho * g.Wo * g.N)  # a view when x is batch-last already
+    shape = (rows, g.Ho * g.Wo * g.N)
     cols = _workspace(shape, x.dtype) if scratch else np.empty(shape, dtype=x.dtype)
-    _im2col_into(xcn, g, cols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo))
+    im2col_into(xbl, g, cols.reshape(g.C, g.Fh, g.Fw, g.Ho, g.Wo, g.N))
     return cols
 
 
@@ -226,7 +238,8 @@ def im2col(
 
     x: input of shape (N, C, H, W) (the notes' D1 = C). Returns ``cols`` of shape
     (C*Fh*Fw, N*Ho*Wo) with Ho = (H - Fh + 2P)/S + 1, Wo = (W - Fw + 2P)/S + 1. Rows are ordered
-    (C, Fh, Fw) like ``w.reshape(K, -1)``; columns are ordered (N, Ho, Wo) (image-major).
+    (C, Fh, Fw) like ``w.reshape(K, -1)``; columns are ordered (N, Ho, Wo) (image-major). (The conv
+    itself orders its columns (Ho, Wo, N), batch-last; this function reorders them for readers.)
 
     >>> im2col(np.zeros((1, 3, 227, 227)), 11, 11, stride=4).shape
     (363, 3025)
@@ -234,7 +247,8 @@ def im2col(
     x = np.asarray(x)
     g = geometry(x.shape, (Fh, Fw), stride, pad, dilation, fit, "im2col")
     cols = _im2col(x, g)
-    return cols.copy() if np.may_share_memory(cols, x) else cols
+    R = cols.shape[0]
+    return np.ascontiguousarray(cols.reshape(R, g.Ho, g.Wo, g.N).transpose(0, 3, 1, 2)).reshape(R, -1)
 
 
 def col2im(
@@ -244,7 +258,7 @@ def col2im(
     """Adjoint of :func:`im2col`: scatter-add columns (C*Fh*Fw, N*Ho*Wo) back to an (N, C, H, W) array.
 
     Overlapping receptive fields sum their contributions; padding is cropped. The result is an
-    (N, C, H, W) array in channel-major memory (a transposed view of a (C, N, H, W) buffer).
+    (N, C, H, W) array in batch-last memory (a transposed view of a (C, H, W, N) buffer).
     ``<col2im(c), x> == <c, im2col(x)>`` for all c and x.
     """
     g = geometry(tuple(x_shape), (Fh, Fw), stride, pad, dilation, fit, "col2im")
@@ -254,7 +268,8 @@ def col2im(
         raise ShapeError(
             f"col2im: cols must have shape {want} for x shape {tuple(x_shape)}, got {cols.shape}"
         )
-    return _col2im_cn(cols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
+    c6 = cols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo).transpose(0, 1, 2, 4, 5, 3)
+    return col2im_batch_last(c6, g).transpose(3, 0, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,22 +324,33 @@ def _check_conv_args(
 #: (C*K*tiles >= WINOGRAD_MIN_GEMM); None switches the automatic choice off.
 WINOGRAD_MIN_CHANNELS: int | None = 64
 WINOGRAD_MIN_GEMM = 32 * 2**20
+#: F(4x4, 3x3) is chosen for C, K >= this (None: never automatically) and batches of at least
+#: WINOGRAD4_MIN_IMAGES images
+WINOGRAD4_MIN_CHANNELS: int | None = 16
+WINOGRAD4_MIN_IMAGES = 8
 
 
 def _choose_algo(g: Geometry, K: int) -> str:
-    """Which algorithm computes this convolution: "winograd" or "im2col".
+    """Which algorithm computes this convolution: "winograd4", "winograd" or "im2col".
 
-    Winograd F(2x2, 3x3) (:mod:`volnet.ops.winograd`) for 3x3 stride-1 convs with C, K >= 64 whose 16
-    GEMMs are each large (C*K*tiles >= 32M: VGG-16 at 224x224 up to the 28x28 block). That is a memory
-    choice: its blocked scratch is far smaller than im2col's 9x column matrix (VGG-16 batch-1 inference
-    peak 1.13-1.17x the minimum vs 1.21x with im2col only). Speed: on the shared 2-core machine at 2
-    threads im2col measured faster on every shape, 1.3-3x on the batch-64 CIFAR layers (16 smaller GEMMs,
-    each paying a BLAS thread barrier, plus memory-bound transforms), so those stay im2col
-    (BENCHMARKS.md, "Performance"). Set ``WINOGRAD_MIN_CHANNELS = None`` to turn the choice off.
+    - Winograd F(4x4, 3x3) (:mod:`volnet.ops.winograd`, compiled transforms) for 3x3 stride-1 convs
+      when the numba kernels are active and C, K >= ``WINOGRAD4_MIN_CHANNELS`` and there are at least
+      ``WINOGRAD4_MIN_IMAGES`` images (its transforms vectorise over the batch): 4x fewer multiplies
+      than im2col, the one route to less arithmetic than PyTorch (BENCHMARKS.md).
+    - Winograd F(2x2, 3x3) (pure NumPy) for the large 3x3 layers whose 16 GEMMs are each large
+      (C, K >= 64 and C*K*tiles >= 32M: VGG-16 at 224x224 up to the 28x28 block): a memory choice, its
+      blocked scratch is far smaller than im2col's 9x column matrix.
+    - im2col otherwise (first layers with few channels, other filter sizes, strides).
     """
+    if not winograd_supported(g):
+        return "im2col"
     if (
-        WINOGRAD_MIN_CHANNELS is not None and winograd_supported(g)
-        and min(g.C, K) >= WINOGRAD_MIN_CHANNELS
+        WINOGRAD4_MIN_CHANNELS is not None and kernels.using("numba")
+        and min(g.C, K) >= WINOGRAD4_MIN_CHANNELS and g.N >= WINOGRAD4_MIN_IMAGES
+    ):
+        return "winograd4"
+    if (
+        WINOGRAD_MIN_CHANNELS is not None and min(g.C, K) >= WINOGRAD_MIN_CHANNELS
         and g.C * K * g.N * ((g.Ho + 1) // 2) * ((g.Wo + 1) // 2) >= WINOGRAD_MIN_GEMM
     ):
         return "winograd"
@@ -338,7 +364,7 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry
     out = w.reshape(K, -1) @ cols
     if b is not None:
         out += b.astype(out.dtype, copy=False)[:, None]
-    return out.reshape(K, g.N, g.Ho, g.Wo).transpose(1, 0, 2, 3), None
+    return out.reshape(K, g.Ho, g.Wo, g.N).transpose(3, 0, 1, 2), None
 
 
 def _conv_im2col_backward(
@@ -347,7 +373,7 @@ def _conv_im2col_backward(
     """dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col); X_col rebuilt."""
     g, w = cache.geom, cache.w
     K = w.shape[0]
-    d2 = dout.transpose(1, 0, 2, 3).reshape(K, -1)  # (K, N*Ho*Wo): free when dout is channel-major
+    d2 = batch_last(dout).reshape(K, -1)  # (K, Ho*Wo*N): free when dout is batch-last
     db = d2.sum(axis=1) if cache.has_bias else None
     cols = _im2col(cache.x, g, scratch=True)
     dw = np.ascontiguousarray((cols @ d2.T).T).reshape(w.shape)  # measured faster than d2 @ cols.T
@@ -360,7 +386,7 @@ def _conv_im2col_backward(
         dcols = w_row_t @ d2
     else:
         dcols = np.matmul(w_row_t, d2, out=cols)  # reuse the workspace for dX_col
-    dx = _col2im_cn(dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo), g).transpose(1, 0, 2, 3)
+    dx = col2im_batch_last(dcols.reshape(g.C, g.Fh, g.Fw, g.Ho, g.Wo, g.N), g).transpose(3, 0, 1, 2)
     return dx, dw, db
 
 
@@ -394,6 +420,7 @@ def _dx_as_conv(dout: np.ndarray, w: np.ndarray, g: Geometry) -> np.ndarray:
 _ALGOS = {
     "im2col": (_conv_im2col, _conv_im2col_backward),
     "winograd": (winograd_forward, winograd_backward),
+    "winograd4": (winograd4_forward, winograd4_backward),
 }
 
 
@@ -416,7 +443,7 @@ def conv_forward(
     Returns:
         out of shape (N, K, Ho, Wo): ``W2 = (W1 - F + 2P)/S + 1``, ``H2 = (H1 - F + 2P)/S + 1``,
         ``D2 = K``; in x's float dtype (float32 stays float32, float64 stays float64). Its memory is
-        channel-major (K, N, Ho, Wo); see the module docstring. And the cache for
+        batch-last (K, Ho, Wo, N); see the module docstring. And the cache for
         :func:`conv_backward`.
 
     Parameter count with sharing: ``K*F*F*D1 + K`` (e.g. 96 filters 11x11x3: 34,944).
@@ -435,7 +462,7 @@ def conv_forward(
         algo = _choose_algo(g, K)
     elif algo not in _ALGOS:
         raise ValueError(f"conv: algo must be one of {', '.join(_ALGOS)} or None, got {algo!r}")
-    elif algo == "winograd" and not winograd_supported(g):
+    elif algo.startswith("winograd") and not winograd_supported(g):
         raise ValueError(
             f"conv: algo='winograd' needs a 3x3 filter, stride 1, dilation 1 and padding <= 2, got "
             f"F={g.Fh}x{g.Fw}, S={g.Sh}x{g.Sw}, dilation={g.Dh}x{g.Dw}, pad=({g.pt}, {g.pb}, {g.pl}, {g.pr})"
@@ -458,7 +485,7 @@ def conv_backward(
             require grad).
 
     Returns:
-        dx (N, C, H, W) (channel-major memory) or None, dw (K, C, Fh, Fw), db (K,) or None when b was
+        dx (N, C, H, W) (batch-last memory) or None, dw (K, C, Fh, Fw), db (K,) or None when b was
         None. dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col).
     """
     g = cache.geom

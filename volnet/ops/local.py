@@ -24,7 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from volnet.errors import ShapeError
-from volnet.ops.conv import Geometry, IntOrPair, _col2im_cn, _float_dtype, _im2col_into, _pad_cn, geometry
+from volnet.ops.conv import (
+    Geometry,
+    IntOrPair,
+    _float_dtype,
+    col2im_batch_last,
+    geometry,
+    im2col_into,
+    pad_batch_last,
+)
 from volnet.ops.sizes import pair
 
 __all__ = ["LocalCache", "local_backward", "local_forward", "local_naive", "local_weight_shape"]
@@ -115,7 +123,7 @@ def local_forward(
     x, w, b, g = _check_local_args(x, w, b, stride, pad, dilation, fit)
     P, K, R = g.Ho * g.Wo, w.shape[2], g.C * g.Fh * g.Fw
     buf = np.empty((g.Ho, g.Wo, g.C, g.Fh, g.Fw, g.N), dtype=x.dtype)
-    _im2col_into(_pad_cn(x, g), g, buf.transpose(2, 3, 4, 5, 0, 1))
+    im2col_into(pad_batch_last(x, g), g, buf.transpose(2, 3, 4, 0, 1, 5))
     cols = buf.reshape(P, R, g.N)
     out = np.matmul(w.reshape(P, K, R), cols)  # (P, K, N)
     if b is not None:
@@ -156,8 +164,8 @@ def local_backward(
     if not need_dx:
         return None, dw, db
     dcols = np.matmul(w.reshape(P, K, R).transpose(0, 2, 1), dp)  # (P, R, N)
-    cols6 = dcols.reshape(g.Ho, g.Wo, g.C, g.Fh, g.Fw, g.N).transpose(2, 3, 4, 5, 0, 1)
-    dx = np.ascontiguousarray(_col2im_cn(cols6, g).transpose(1, 0, 2, 3))
+    cols6 = dcols.reshape(g.Ho, g.Wo, g.C, g.Fh, g.Fw, g.N).transpose(2, 3, 4, 0, 1, 5)
+    dx = np.ascontiguousarray(col2im_batch_last(cols6, g).transpose(3, 0, 1, 2))
     return dx, dw, db
 
 

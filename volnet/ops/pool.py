@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from volnet.errors import ShapeError, VolnetError
+from volnet.ops.layout import empty_like_layout, memory_order
 from volnet.ops.sizes import padding_for, pair
 
 MODES = ("max", "avg", "l2")
@@ -96,22 +97,10 @@ def _divisor(g: dict[str, Any], count_include_pad: bool, dtype: np.dtype) -> np.
     return np.multiply.outer(dh, dw).astype(dtype)
 
 
-def _channel_major(x: np.ndarray) -> bool:
-    """True when x (N, D, H, W) lies in memory as (D, N, H, W), as CONV returns it."""
-    if x.ndim != 4 or x.flags.c_contiguous:
-        return False
-    s = x.strides  # a cropped view of a channel-major buffer counts too
-    return s[1] >= s[0] >= s[2] >= s[3] > 0
-
-
 def _full(shape: tuple[int, ...], like: np.ndarray, value: float, dtype: Any = None) -> np.ndarray:
-    """An array of ``value`` in the memory layout of ``like`` (channel-major stays channel-major, so
+    """An array of ``value`` in the memory layout of ``like`` (batch-last stays batch-last, so
     elementwise passes never mix layouts)."""
-    dtype = like.dtype if dtype is None else dtype
-    if _channel_major(like):
-        N, C, H, W = shape
-        return np.full((C, N, H, W), value, dtype=dtype).transpose(1, 0, 2, 3)
-    return np.full(shape, value, dtype=dtype)
+    return empty_like_layout(shape, like, dtype, fill=value)
 
 
 def _pad(x: np.ndarray, pads: tuple, value: float) -> np.ndarray:
@@ -201,7 +190,7 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     x_shape = g["x_shape"]
     (pth, pbh), (ptw, pbw) = g["pads"][2], g["pads"][3]
     like = cache[2] if kind in ("max", "l2") else dout  # the padded input's layout where it is cached
-    if _channel_major(like) != _channel_major(dout):  # one small copy, then no mixed-layout passes
+    if memory_order(like) != memory_order(dout):  # one small copy, then no mixed-layout passes
         d = _full(dout.shape, like, 0, dout.dtype)
         d[...] = dout
         dout = d

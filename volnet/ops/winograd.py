@@ -307,3 +307,402 @@ def winograd_backward(
     if dx.shape[2] < g.H or dx.shape[3] < g.W:  # cannot happen for stride 1 (Hp >= pt + H); guard
         raise AssertionError("winograd backward: padded tile grid smaller than the input")
     return dx.transpose(1, 0, 2, 3), dw, db
+
+
+# =============================================================================================
+# F(4x4, 3x3): 36 multiplies per 4x4 output tile instead of 144 (4x fewer than direct/im2col)
+# =============================================================================================
+# One 6x6 input tile d (stride 4 between tiles: neighbours overlap by 2) and one 3x3 filter g give
+#
+#     Y (4x4) = A4^T [ (G4 g G4^T) * (B4^T d B4) ] A4          (Lavin & Gray 2016; points 0, +-1, +-2, inf)
+#
+# Summed over channels: 36 GEMMs M[ab] (K x P) = U[ab] (K x C) @ V[ab] (C x P), P = N * th * tw tiles
+# (th, tw = ceil(Ho/4), ceil(Wo/4)). The larger transform constants cost accuracy: float32 error is about
+# 10x that of F(2x2, 3x3) (measured: ~5e-6 relative to a float64 reference, vs ~5e-7 for im2col).
+# The transforms run as compiled kernels (numba, :mod:`volnet.kernels`); their NumPy twins below are
+# the reference the tests compare with and the path used without numba.
+BT4 = np.array([[4, 0, -5, 0, 1, 0],
+                [0, -4, -4, 1, 1, 0],
+                [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0],
+                [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G4 = np.array([[1 / 4, 0, 0],
+               [-1 / 6, -1 / 6, -1 / 6],
+               [-1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6],
+               [0, 0, 1]], dtype=np.float64)
+AT4 = np.array([[1, 1, 1, 1, 1, 0],
+                [0, 1, -1, 2, -2, 0],
+                [0, 1, 1, 4, 4, 0],
+                [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+
+__all__ += ["BT4", "G4", "AT4", "filter_transform4", "winograd4_forward", "winograd4_backward"]
+
+
+def filter_transform4(w: np.ndarray) -> np.ndarray:
+    """U = G4 g G4^T for every filter: w (K, C, 3, 3) -> (36, K, C) (index a*6 + b), w's dtype.
+
+    Computed in float64 and rounded once (1/6, 1/12 and 1/24 are not exact in float32).
+    """
+    U = np.matmul(np.matmul(G4, w.astype(np.float64)), G4.T)  # (K, C, 6, 6)
+    K, C = w.shape[:2]
+    return np.ascontiguousarray(U.reshape(K, C, 36).transpose(2, 0, 1)).astype(w.dtype)
+
+
+def _tiles4(g: Geometry) -> tuple[int, int]:
+    return (g.Ho + 3) // 4, (g.Wo + 3) // 4
+
+
+# ---- NumPy twins (reference and fallback) ---------------------------------------------------
+# Layout: the F(4x4) path works on "CHWN" memory, images innermost (as cuda-convnet did): x is read as
+# xT = x.transpose(1, 2, 3, 0) (C, H, W, N) and the output is written as (K, Ho, Wo, N), returned as an
+# (N, K, Ho, Wo) view. Every tile transform then runs over N contiguous values (long vectors for the
+# compiled loops); a following F(4x4) conv finds its input in that layout already. Tiles of a block of
+# images n0..n0+nn are numbered p = (i*tw + j)*nn + n.
+def _np_input4(xT: np.ndarray, pt: int, pl: int, th: int, tw: int, n0: int, nn: int) -> np.ndarray:
+    """V = B4^T d B4 for every 6x6 tile of images n0..n0+nn: xT (C, H, W, N) -> (36, C, th*tw*nn)."""
+    C, H, W, _ = xT.shape
+    Hp, Wp = 4 * th + 2, 4 * tw + 2
+    xp = np.zeros((C, nn, Hp, Wp), dtype=xT.dtype)
+    h, w_ = min(H, Hp - pt), min(W, Wp - pl)
+    xp[:, :, pt:pt + h, pl:pl + w_] = xT[:, :h, :w_, n0:n0 + nn].transpose(0, 3, 1, 2)
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]
+    bt = BT4.astype(xT.dtype)
+    V = bt @ tiles @ bt.T  # (C, nn, th, tw, 6, 6)
+    return np.ascontiguousarray(V.transpose(4, 5, 0, 2, 3, 1)).reshape(36, C, th * tw * nn)
+
+
+def _np_output4(M: np.ndarray, bias: np.ndarray, out: np.ndarray, n0: int, nn: int, th: int, tw: int) -> None:
+    """out[..., n0:n0+nn] = A4^T M A4 (+ bias), cropped: M (36, K, th*tw*nn) -> out (K, Ho, Wo, N)."""
+    K, Ho, Wo, _ = out.shape
+    at = AT4.astype(M.dtype)
+    m = M.reshape(6, 6, K, th, tw, nn).transpose(2, 5, 3, 4, 0, 1)  # (K, nn, th, tw, 6, 6)
+    y = (at @ m @ at.T).transpose(0, 2, 4, 3, 5, 1).reshape(K, 4 * th, 4 * tw, nn)
+    out[..., n0:n0 + nn] = y[:, :Ho, :Wo] + bias[:, None, None, None]
+
+
+def _np_output4_adjoint(dT: np.ndarray, n0: int, nn: int, th: int, tw: int) -> np.ndarray:
+    """dM = A4 dY A4^T per 4x4 tile: dT (K, Ho, Wo, N) -> (36, K, th*tw*nn) (dY zero past Ho, Wo)."""
+    K, Ho, Wo, _ = dT.shape
+    d = np.zeros((K, 4 * th, 4 * tw, nn), dtype=dT.dtype)
+    d[:, :Ho, :Wo] = dT[..., n0:n0 + nn]
+    at = AT4.astype(dT.dtype)
+    y = d.reshape(K, th, 4, tw, 4, nn).transpose(0, 5, 1, 3, 2, 4)  # (K, nn, th, tw, 4, 4)
+    dm = at.T @ y @ at  # (K, nn, th, tw, 6, 6)
+    return np.ascontiguousarray(dm.transpose(4, 5, 0, 2, 3, 1)).reshape(36, K, th * tw * nn)
+
+
+def _np_input4_adjoint(dV: np.ndarray, dxT: np.ndarray, pt: int, pl: int, n0: int, nn: int,
+                       th: int, tw: int) -> None:
+    """dxT[..., n0:n0+nn] = overlap-add of B4 dV B4^T over the tiles, padding cropped; dxT (C, H, W, N)."""
+    C, H, W, _ = dxT.shape
+    bt = BT4.astype(dV.dtype)
+    v = dV.reshape(6, 6, C, th, tw, nn).transpose(2, 5, 3, 4, 0, 1)  # (C, nn, th, tw, 6, 6)
+    d = bt.T @ v @ bt
+    dxp = np.zeros((C, nn, 4 * th + 2, 4 * tw + 2), dtype=dV.dtype)
+    for r in range(6):
+        for s in range(6):
+            dxp[:, :, r:r + 4 * th:4, s:s + 4 * tw:4] += d[..., r, s]
+    dxT[..., n0:n0 + nn] = dxp[:, :, pt:pt + H, pl:pl + W].transpose(0, 2, 3, 1)
+
+
+# ---- compiled kernels (numba) ---------------------------------------------------------------
+# Each works on one channel at a time: a zero-bordered scratch plane (Hp, Wp, nn) holds the padded
+# input, and every tile's arithmetic runs as loops over the nn images (contiguous: vectorised).
+# ``k`` carries the constants 2, 4, 5, 8 in the array's dtype (a Python int would promote float32 to
+# float64 inside numba).
+def _k_input4(xT, pt, pl, th, tw, n0, nn, k, V, plane, T):  # pragma: no cover - compiled
+    C, H, W, _ = xT.shape
+    c2, c4, c5 = k[0], k[1], k[2]
+    Hp, Wp, _ = plane.shape
+    h_end = min(H, Hp - pt)
+    w_end = min(W, Wp - pl)
+    plane[:, :, :] = 0
+    for c in range(C):
+        for h in range(h_end):
+            for w in range(w_end):
+                for n in range(nn):
+                    plane[h + pt, w + pl, n] = xT[c, h, w, n0 + n]
+        for i in range(th):
+            for j in range(tw):
+                for r in range(6):
+                    for n in range(nn):
+                        d0 = plane[4 * i + r, 4 * j, n]
+                        d1 = plane[4 * i + r, 4 * j + 1, n]
+                        d2 = plane[4 * i + r, 4 * j + 2, n]
+                        d3 = plane[4 * i + r, 4 * j + 3, n]
+                        d4 = plane[4 * i + r, 4 * j + 4, n]
+                        d5 = plane[4 * i + r, 4 * j + 5, n]
+                        T[r, 0, n] = c4 * d0 - c5 * d2 + d4
+                        T[r, 1, n] = d3 + d4 - c4 * (d1 + d2)
+                        T[r, 2, n] = d4 - d3 + c4 * (d1 - d2)
+                        T[r, 3, n] = d4 - d2 + c2 * (d3 - d1)
+                        T[r, 4, n] = d4 - d2 + c2 * (d1 - d3)
+                        T[r, 5, n] = c4 * d1 - c5 * d3 + d5
+                p0 = (i * tw + j) * nn
+                for b in range(6):
+                    for n in range(nn):
+                        t0 = T[0, b, n]
+                        t1 = T[1, b, n]
+                        t2 = T[2, b, n]
+                        t3 = T[3, b, n]
+                        t4 = T[4, b, n]
+                        t5 = T[5, b, n]
+                        V[b, c, p0 + n] = c4 * t0 - c5 * t2 + t4
+                        V[6 + b, c, p0 + n] = t3 + t4 - c4 * (t1 + t2)
+                        V[12 + b, c, p0 + n] = t4 - t3 + c4 * (t1 - t2)
+                        V[18 + b, c, p0 + n] = t4 - t2 + c2 * (t3 - t1)
+                        V[24 + b, c, p0 + n] = t4 - t2 + c2 * (t1 - t3)
+                        V[30 + b, c, p0 + n] = c4 * t1 - c5 * t3 + t5
+
+
+def _k_output4(M, bias, out, n0, nn, th, tw, k, S, Y):  # pragma: no cover - compiled
+    K, Ho, Wo, _ = out.shape
+    c2, c4, c8 = k[0], k[1], k[3]
+    for kk in range(K):
+        bk = bias[kk]
+        for i in range(th):
+            for j in range(tw):
+                p0 = (i * tw + j) * nn
+                for a in range(6):
+                    for n in range(nn):
+                        m0 = M[6 * a, kk, p0 + n]
+                        m1 = M[6 * a + 1, kk, p0 + n]
+                        m2 = M[6 * a + 2, kk, p0 + n]
+                        m3 = M[6 * a + 3, kk, p0 + n]
+                        m4 = M[6 * a + 4, kk, p0 + n]
+                        m5 = M[6 * a + 5, kk, p0 + n]
+                        S[a, 0, n] = m0 + m1 + m2 + m3 + m4
+                        S[a, 1, n] = m1 - m2 + c2 * (m3 - m4)
+                        S[a, 2, n] = m1 + m2 + c4 * (m3 + m4)
+                        S[a, 3, n] = m1 - m2 + c8 * (m3 - m4) + m5
+                for q in range(4):
+                    w = 4 * j + q
+                    if w >= Wo:
+                        break
+                    for n in range(nn):
+                        s0 = S[0, q, n]
+                        s1 = S[1, q, n]
+                        s2 = S[2, q, n]
+                        s3 = S[3, q, n]
+                        s4 = S[4, q, n]
+                        s5 = S[5, q, n]
+                        Y[0, n] = s0 + s1 + s2 + s3 + s4 + bk
+                        Y[1, n] = s1 - s2 + c2 * (s3 - s4) + bk
+                        Y[2, n] = s1 + s2 + c4 * (s3 + s4) + bk
+                        Y[3, n] = s1 - s2 + c8 * (s3 - s4) + s5 + bk
+                    for rr in range(4):
+                        h = 4 * i + rr
+                        if h >= Ho:
+                            break
+                        for n in range(nn):
+                            out[kk, h, w, n0 + n] = Y[rr, n]
+
+
+def _k_output4_adjoint(dT, n0, nn, th, tw, k, dM, plane, E):  # pragma: no cover - compiled
+    K, Ho, Wo, _ = dT.shape
+    c2, c4, c8 = k[0], k[1], k[3]
+    plane[:, :, :] = 0
+    for kk in range(K):
+        for h in range(Ho):
+            for w in range(Wo):
+                for n in range(nn):
+                    plane[h, w, n] = dT[kk, h, w, n0 + n]
+        for i in range(th):
+            for j in range(tw):
+                for r in range(4):
+                    for n in range(nn):
+                        y0 = plane[4 * i + r, 4 * j, n]
+                        y1 = plane[4 * i + r, 4 * j + 1, n]
+                        y2 = plane[4 * i + r, 4 * j + 2, n]
+                        y3 = plane[4 * i + r, 4 * j + 3, n]
+                        E[r, 0, n] = y0
+                        E[r, 1, n] = y0 + y1 + y2 + y3
+                        E[r, 2, n] = y0 - y1 + y2 - y3
+                        E[r, 3, n] = y0 + c2 * y1 + c4 * y2 + c8 * y3
+                        E[r, 4, n] = y0 - c2 * y1 + c4 * y2 - c8 * y3
+                        E[r, 5, n] = y3
+                p0 = (i * tw + j) * nn
+                for b in range(6):
+                    for n in range(nn):
+                        e0 = E[0, b, n]
+                        e1 = E[1, b, n]
+                        e2 = E[2, b, n]
+                        e3 = E[3, b, n]
+                        dM[b, kk, p0 + n] = e0
+                        dM[6 + b, kk, p0 + n] = e0 + e1 + e2 + e3
+                        dM[12 + b, kk, p0 + n] = e0 - e1 + e2 - e3
+                        dM[18 + b, kk, p0 + n] = e0 + c2 * e1 + c4 * e2 + c8 * e3
+                        dM[24 + b, kk, p0 + n] = e0 - c2 * e1 + c4 * e2 - c8 * e3
+                        dM[30 + b, kk, p0 + n] = e3
+
+
+def _k_input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw, k, plane, U):  # pragma: no cover - compiled
+    C, H, W, _ = dxT.shape
+    c2, c4, c5 = k[0], k[1], k[2]
+    for c in range(C):
+        plane[:, :, :] = 0
+        for i in range(th):
+            for j in range(tw):
+                p0 = (i * tw + j) * nn
+                for b in range(6):  # along the tile's rows: u[r] = sum_a BT[a, r] dV[a]
+                    for n in range(nn):
+                        t0 = dV[b, c, p0 + n]
+                        t1 = dV[6 + b, c, p0 + n]
+                        t2 = dV[12 + b, c, p0 + n]
+                        t3 = dV[18 + b, c, p0 + n]
+                        t4 = dV[24 + b, c, p0 + n]
+                        t5 = dV[30 + b, c, p0 + n]
+                        U[0, b, n] = c4 * t0
+                        U[1, b, n] = c4 * (t2 - t1) + c2 * (t4 - t3) + c4 * t5
+                        U[2, b, n] = -(c5 * t0 + c4 * (t1 + t2) + t3 + t4)
+                        U[3, b, n] = t1 - t2 + c2 * (t3 - t4) - c5 * t5
+                        U[4, b, n] = t0 + t1 + t2 + t3 + t4
+                        U[5, b, n] = t5
+                for r in range(6):  # along the columns, overlap-added into the plane
+                    h = 4 * i + r
+                    for n in range(nn):
+                        u0 = U[r, 0, n]
+                        u1 = U[r, 1, n]
+                        u2 = U[r, 2, n]
+                        u3 = U[r, 3, n]
+                        u4 = U[r, 4, n]
+                        u5 = U[r, 5, n]
+                        plane[h, 4 * j, n] += c4 * u0
+                        plane[h, 4 * j + 1, n] += c4 * (u2 - u1) + c2 * (u4 - u3) + c4 * u5
+                        plane[h, 4 * j + 2, n] -= c5 * u0 + c4 * (u1 + u2) + u3 + u4
+                        plane[h, 4 * j + 3, n] += u1 - u2 + c2 * (u3 - u4) - c5 * u5
+                        plane[h, 4 * j + 4, n] += u0 + u1 + u2 + u3 + u4
+                        plane[h, 4 * j + 5, n] += u5
+        for h in range(H):
+            for w in range(W):
+                for n in range(nn):
+                    dxT[c, h, w, n0 + n] = plane[h + pt, w + pl, n]
+
+
+_kernels4: dict[str, Any] = {}
+
+
+def _compiled4() -> dict[str, Any] | None:
+    """The four F(4x4, 3x3) kernels, compiled on first use; None when the NumPy path is selected."""
+    from volnet import kernels
+
+    if not kernels.using("numba"):
+        return None
+    if not _kernels4:
+        for name, fn in (("input", _k_input4), ("output", _k_output4), ("output_adjoint", _k_output4_adjoint),
+                         ("input_adjoint", _k_input4_adjoint)):
+            _kernels4[name] = kernels.jit(fn)
+    return _kernels4
+
+
+def _consts(dt: np.dtype) -> np.ndarray:
+    return np.array([2, 4, 5, 8], dtype=dt)
+
+
+def _input4(xT, pt, pl, th, tw, n0, nn, name="V4"):
+    ks = _compiled4()
+    if ks is None:
+        return _np_input4(xT, pt, pl, th, tw, n0, nn)
+    dt = xT.dtype
+    V = _scratch(name, (36, xT.shape[0], th * tw * nn), dt)
+    ks["input"](xT, pt, pl, th, tw, n0, nn, _consts(dt), V,
+                _scratch("plane4", (4 * th + 2, 4 * tw + 2, nn), dt), _scratch("T4", (6, 6, nn), dt))
+    return V
+
+
+def _output4(M, bias, out, n0, nn, th, tw):
+    ks = _compiled4()
+    if ks is None:
+        return _np_output4(M, bias, out, n0, nn, th, tw)
+    dt = M.dtype
+    ks["output"](M, bias, out, n0, nn, th, tw, _consts(dt), _scratch("T4", (6, 4, nn), dt),
+                 _scratch("Y4", (4, nn), dt))
+
+
+def _output4_adjoint(dT, n0, nn, th, tw):
+    ks = _compiled4()
+    if ks is None:
+        return _np_output4_adjoint(dT, n0, nn, th, tw)
+    dt = dT.dtype
+    dM = _scratch("dM4", (36, dT.shape[0], th * tw * nn), dt)
+    ks["output_adjoint"](dT, n0, nn, th, tw, _consts(dt), dM,
+                         _scratch("plane4", (4 * th, 4 * tw, nn), dt), _scratch("T4", (4, 6, nn), dt))
+    return dM
+
+
+def _input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw):
+    ks = _compiled4()
+    if ks is None:
+        return _np_input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw)
+    dt = dV.dtype
+    ks["input_adjoint"](dV, dxT, pt, pl, n0, nn, th, tw, _consts(dt),
+                        _scratch("plane4", (4 * th + 2, 4 * tw + 2, nn), dt), _scratch("T4", (6, 6, nn), dt))
+
+
+#: images per block: the block's transformed tiles (36 x channels x tiles) stay under this many bytes
+BLOCK_BYTES4 = 24 * 2**20
+
+
+def _image_block(g: Geometry, K: int, itemsize: int) -> int:
+    th, tw = _tiles4(g)
+    per_image = 36 * max(g.C, K) * th * tw * itemsize
+    return max(1, min(g.N, BLOCK_BYTES4 // max(per_image, 1)))
+
+
+def winograd4_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry
+) -> tuple[np.ndarray, Any]:
+    """out = conv(x, w) + b for a 3x3 stride-1 conv by F(4x4, 3x3). Returns (out, None).
+
+    x: (N, C, H, W) any memory order (read as (C, H, W, N)); w: (K, C, 3, 3); out: (N, K, Ho, Wo) as a
+    view of a contiguous (K, Ho, Wo, N) array. Images are processed in blocks (``BLOCK_BYTES4``).
+    """
+    th, tw = _tiles4(g)
+    K, C = w.shape[:2]
+    dt = x.dtype
+    xT = x.transpose(1, 2, 3, 0)
+    U = filter_transform4(w)
+    bias = np.zeros(K, dt) if b is None else b.astype(dt, copy=False)
+    out = np.empty((K, g.Ho, g.Wo, g.N), dtype=dt)
+    nb = _image_block(g, K, dt.itemsize)
+    for n0 in range(0, g.N, nb):
+        nn = min(nb, g.N - n0)
+        V = _input4(xT, g.pt, g.pl, th, tw, n0, nn)
+        M = np.matmul(U, V, out=_scratch("M4", (36, K, th * tw * nn), dt))
+        _output4(M, bias, out, n0, nn, th, tw)
+    return out.transpose(3, 0, 1, 2), None
+
+
+def winograd4_backward(
+    dout: np.ndarray, cache: ConvCache, need_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """dx, dw, db of :func:`winograd4_forward`, each step the exact adjoint of a forward step.
+
+    dM = A4 dY A4^T, dU = dM V^T (V recomputed from x), dw = G4^T dU G4, dV = U^T dM,
+    dx = overlap-add of B4 dV B4^T.
+    """
+    g, w, x = cache.geom, cache.w, cache.x
+    th, tw = _tiles4(g)
+    K, C = w.shape[:2]
+    dt = x.dtype
+    dT = dout.transpose(1, 2, 3, 0)
+    db = dT.sum(axis=(1, 2, 3)) if cache.has_bias else None
+    xT = x.transpose(1, 2, 3, 0)
+    UT = filter_transform4(w).transpose(0, 2, 1) if need_dx else None
+    dU = np.zeros((36, K, C), dtype=dt)
+    dx = np.empty((C, g.H, g.W, g.N), dtype=dt) if need_dx else None
+    nb = _image_block(g, K, dt.itemsize)
+    for n0 in range(0, g.N, nb):
+        nn = min(nb, g.N - n0)
+        dM = _output4_adjoint(dT, n0, nn, th, tw)
+        V = _input4(xT, g.pt, g.pl, th, tw, n0, nn)
+        dU += np.matmul(dM, V.transpose(0, 2, 1))
+        if dx is not None:
+            dV = np.matmul(UT, dM, out=V)  # V is not needed any more
+            _input4_adjoint(dV, dx, g.pt, g.pl, n0, nn, th, tw)
+    dw = np.matmul(np.matmul(G4.T, dU.astype(np.float64).transpose(1, 2, 0).reshape(K, C, 6, 6)), G4)
+    dw = dw.astype(dt)
+    return (None if dx is None else dx.transpose(3, 0, 1, 2)), dw, db
