@@ -202,34 +202,50 @@ def test_f4_one_tile_matches_the_formula():
     np.testing.assert_allclose(U[:, 0, 0].reshape(6, 6), G4 @ g @ G4.T, rtol=1e-12)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_f4_compiled_kernels_equal_numpy_twins(seed):
-    """Each numba kernel of F(4x4) gives the NumPy twin's result (float32, batch blocks, odd sizes)."""
+    """Each numba kernel of F(4x4) gives the NumPy twin's result (float32, blocks of tile rows, odd sizes)."""
     import volnet.ops.winograd as W
 
     rng = np.random.default_rng(seed)
     N, C = int(rng.integers(1, 20)), int(rng.integers(1, 9))
-    H, Wd = int(rng.integers(1, 15)), int(rng.integers(1, 15))
+    H, Wd = int(rng.integers(1, 19)), int(rng.integers(1, 15))
     pt, pl = int(rng.integers(0, 3)), int(rng.integers(0, 3))
     g = geometry((N, C, H, Wd), 3, 1, (pt, pl))
     th, tw = W._tiles4(g)
     xT = rng.standard_normal((C, H, Wd, N), dtype=np.float32)
-    n0, nn = int(rng.integers(0, N)), 0
-    nn = int(rng.integers(1, N - n0 + 1))
+    i0 = int(rng.integers(0, th))
+    ni = int(rng.integers(1, th - i0 + 1))
+    M = rng.standard_normal((36, 3, ni * tw * N), dtype=np.float32)
+    dx0 = rng.standard_normal((C, H, Wd, N), dtype=np.float32)  # the adjoint adds to rows shared with i0-1
     outs = {}
     for path in ("numba", "numpy"):
         with kernels.selected(path):
-            V = W._input4(xT, pt, pl, th, tw, n0, nn).copy()
-            M = rng.standard_normal((36, 3, th * tw * nn), dtype=np.float32) if path == "numba" else outs["M"]
+            V = W._input4(xT, pt, pl, tw, i0, ni).copy()
             out = np.zeros((3, g.Ho, g.Wo, N), np.float32)
-            W._output4(M, np.arange(3, dtype=np.float32), out, n0, nn, th, tw)
-            dM = W._output4_adjoint(out, n0, nn, th, tw).copy()
-            dx = np.zeros((C, H, Wd, N), np.float32)
-            W._input4_adjoint(V, dx, pt, pl, n0, nn, th, tw)
-            outs.update({"M": M, path: (V, out, dM, dx)})
+            W._output4(M, np.arange(3, dtype=np.float32), out, tw, i0, ni)
+            dM = W._output4_adjoint(out, tw, i0, ni).copy()
+            dx = dx0.copy()
+            W._input4_adjoint(V, dx, pt, pl, tw, i0, ni)
+            outs[path] = (V, out, dM, dx)
     for got, want in zip(outs["numba"], outs["numpy"]):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("block", [1, 2**30])
+def test_f4_blocks_of_tile_rows_give_the_same_result(monkeypatch, block):
+    """Blocks of one tile row (overlap-add across block borders in dx) equal one block for everything."""
+    import volnet.ops.winograd as W
+
+    monkeypatch.setattr(W, "BLOCK_BYTES4", block)
+    rng, x, w, b = _data((3, 4, 13, 10), 5, np.float64)
+    o, c = conv_forward(x, w, b, pad=1, algo="winograd4")
+    assert max_rel(o, conv_naive(x, w, b, pad=1)) < 1e-13
+    d = rng.standard_normal(o.shape)
+    ref = conv_backward(d, conv_forward(x, w, b, pad=1, algo="im2col")[1])
+    for got, want in zip(conv_backward(d, c), ref):
+        assert max_rel(got, want) < 1e-13
 
 
 def test_numpy_path_is_forced_by_the_environment():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ShapeError
-from volnet.ops.layout import memory_order
+from volnet.ops.layout import in_order, memory_order
 
 
 def _rows(x: np.ndarray, order: tuple[int, ...] | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -32,7 +32,7 @@ def _rows(x: np.ndarray, order: tuple[int, ...] | None = None) -> tuple[np.ndarr
         order = memory_order(x)
         if order[0] != 1:
             order = (1, 0, 2, 3)
-    return x.transpose(order).reshape(x.shape[1], -1), order
+    return in_order(x, order).reshape(x.shape[1], -1), order
 
 
 def _unrows(r: np.ndarray, shape: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from volnet import kernels
 
-__all__ = ["BATCH_LAST", "batch_last", "empty_like_layout", "memory_order"]
+__all__ = ["BATCH_LAST", "batch_last", "empty_in_order", "empty_like_layout", "in_order", "memory_order"]
 
 #: the axis order (of N, C, H, W) of batch-last memory
 BATCH_LAST = (1, 2, 3, 0)
@@ -36,15 +36,30 @@ def memory_order(x: np.ndarray) -> tuple[int, ...]:
     return tuple(next(it) if k is not None else i for k, i in keyed)
 
 
-def empty_like_layout(shape: tuple[int, ...], like: np.ndarray, dtype: np.dtype | type | None = None,
-                      fill: float | None = None) -> np.ndarray:
-    """A new array of ``shape`` laid out in memory in ``like``'s axis order (filled with ``fill``)."""
-    dtype = like.dtype if dtype is None else dtype
-    order = memory_order(like) if like.ndim == len(shape) else tuple(range(len(shape)))
+def empty_in_order(shape: tuple[int, ...], order: tuple[int, ...], dtype: np.dtype | type,
+                   fill: float | None = None) -> np.ndarray:
+    """A new array of ``shape`` whose axes lie in memory in ``order`` (filled with ``fill``)."""
     mem = np.empty(tuple(shape[a] for a in order), dtype=dtype)
     if fill is not None:
         mem.fill(fill)
     return mem.transpose(np.argsort(order))
+
+
+def empty_like_layout(shape: tuple[int, ...], like: np.ndarray, dtype: np.dtype | type | None = None,
+                      fill: float | None = None) -> np.ndarray:
+    """A new array of ``shape`` laid out in memory in ``like``'s axis order (filled with ``fill``)."""
+    order = memory_order(like) if like.ndim == len(shape) else tuple(range(len(shape)))
+    return empty_in_order(shape, order, like.dtype if dtype is None else dtype, fill)
+
+
+def in_order(x: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """``x.transpose(order)`` as a C-contiguous array: a view when x lies that way, else one fast copy."""
+    t = x.transpose(order)
+    if t.flags.c_contiguous:
+        return t
+    if tuple(order) == BATCH_LAST:
+        return batch_last(x)
+    return np.ascontiguousarray(t)
 
 
 def _k_to_batch_last(x, out):  # pragma: no cover - compiled

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from volnet.errors import ShapeError, VolnetError
-from volnet.ops.layout import empty_like_layout, memory_order
+from volnet.ops.layout import empty_in_order, empty_like_layout, memory_order
 from volnet.ops.sizes import padding_for, pair
 
 MODES = ("max", "avg", "l2")
@@ -242,18 +242,20 @@ def global_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
         raise ShapeError(
             f"global avg pool: expected a 4-D (N, D, H, W) input, got shape {tuple(x.shape)} ({x.ndim}-D)"
         )
-    return x.mean(axis=(2, 3), keepdims=True), (x.shape,)
+    return x.mean(axis=(2, 3), keepdims=True), (x.shape, memory_order(x))
 
 
 def global_avg_pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dx (N, D, H, W) = dout (N, D, 1, 1) / (H*W), broadcast over every position."""
-    (shape,) = cache
+    shape, order = cache
     N, C, H, W = shape
     if dout.shape != (N, C, 1, 1):
         raise ShapeError(
             f"global avg pool backward: dout has shape {tuple(dout.shape)}, expected {(N, C, 1, 1)}"
         )
-    return np.broadcast_to(dout / dout.dtype.type(H * W), shape).copy()
+    dx = empty_in_order(shape, order, dout.dtype)  # in the input's memory layout (batch-last after CONV)
+    dx[...] = dout / dout.dtype.type(H * W)
+    return dx
 
 
 # --------------------------------------------------------------------------- naive oracles

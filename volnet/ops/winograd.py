@@ -356,94 +356,114 @@ def _tiles4(g: Geometry) -> tuple[int, int]:
 
 
 # ---- NumPy twins (reference and fallback) ---------------------------------------------------
-# Layout: the F(4x4) path works on "CHWN" memory, images innermost (as cuda-convnet did): x is read as
+# Layout: the F(4x4) path works on batch-last memory (:mod:`volnet.ops.layout`): x is read as
 # xT = x.transpose(1, 2, 3, 0) (C, H, W, N) and the output is written as (K, Ho, Wo, N), returned as an
-# (N, K, Ho, Wo) view. Every tile transform then runs over N contiguous values (long vectors for the
-# compiled loops); a following F(4x4) conv finds its input in that layout already. Tiles of a block of
-# images n0..n0+nn are numbered p = (i*tw + j)*nn + n.
-def _np_input4(xT: np.ndarray, pt: int, pl: int, th: int, tw: int, n0: int, nn: int) -> np.ndarray:
-    """V = B4^T d B4 for every 6x6 tile of images n0..n0+nn: xT (C, H, W, N) -> (36, C, th*tw*nn)."""
-    C, H, W, _ = xT.shape
-    Hp, Wp = 4 * th + 2, 4 * tw + 2
-    xp = np.zeros((C, nn, Hp, Wp), dtype=xT.dtype)
-    h, w_ = min(H, Hp - pt), min(W, Wp - pl)
-    xp[:, :, pt:pt + h, pl:pl + w_] = xT[:, :h, :w_, n0:n0 + nn].transpose(0, 3, 1, 2)
-    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]
+# (N, K, Ho, Wo) view. Every tile transform then runs over the N images (contiguous: long vectors for the
+# compiled loops), and a following conv finds its input in that layout already. The work is split into
+# blocks of tile rows i0..i0+ni (all images), whose transformed tiles stay in cache between the
+# transform and the GEMMs; a block's tiles are numbered p = ((i - i0)*tw + j)*N + n.
+def _np_input4(xT: np.ndarray, pt: int, pl: int, tw: int, i0: int, ni: int) -> np.ndarray:
+    """V = B4^T d B4 for the 6x6 tiles of tile rows i0..i0+ni: xT (C, H, W, N) -> (36, C, ni*tw*N)."""
+    C, H, W, N = xT.shape
+    Hb, Wp = 4 * ni + 2, 4 * tw + 2
+    xp = np.zeros((C, Hb, Wp, N), dtype=xT.dtype)  # padded rows 4*i0 .. 4*i0 + Hb
+    h0 = 4 * i0 - pt
+    lo, hi = max(0, h0), min(H, h0 + Hb)
+    w_ = min(W, Wp - pl)
+    if hi > lo:
+        xp[:, lo - h0:hi - h0, pl:pl + w_] = xT[:, lo:hi, :w_]
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(1, 2))[:, ::4, ::4]  # (C,ni,tw,N,6,6)
     bt = BT4.astype(xT.dtype)
-    V = bt @ tiles @ bt.T  # (C, nn, th, tw, 6, 6)
-    return np.ascontiguousarray(V.transpose(4, 5, 0, 2, 3, 1)).reshape(36, C, th * tw * nn)
+    V = bt @ tiles @ bt.T
+    return np.ascontiguousarray(V.transpose(4, 5, 0, 1, 2, 3)).reshape(36, C, ni * tw * N)
 
 
-def _np_output4(M: np.ndarray, bias: np.ndarray, out: np.ndarray, n0: int, nn: int, th: int, tw: int) -> None:
-    """out[..., n0:n0+nn] = A4^T M A4 (+ bias), cropped: M (36, K, th*tw*nn) -> out (K, Ho, Wo, N)."""
-    K, Ho, Wo, _ = out.shape
+def _np_output4(M: np.ndarray, bias: np.ndarray, out: np.ndarray, tw: int, i0: int, ni: int) -> None:
+    """Rows 4*i0.. of out = A4^T M A4 (+ bias), cropped: M (36, K, ni*tw*N) -> out (K, Ho, Wo, N)."""
+    K, Ho, Wo, N = out.shape
     at = AT4.astype(M.dtype)
-    m = M.reshape(6, 6, K, th, tw, nn).transpose(2, 5, 3, 4, 0, 1)  # (K, nn, th, tw, 6, 6)
-    y = (at @ m @ at.T).transpose(0, 2, 4, 3, 5, 1).reshape(K, 4 * th, 4 * tw, nn)
-    out[..., n0:n0 + nn] = y[:, :Ho, :Wo] + bias[:, None, None, None]
+    m = M.reshape(6, 6, K, ni, tw, N).transpose(2, 3, 4, 5, 0, 1)  # (K, ni, tw, N, 6, 6)
+    y = (at @ m @ at.T).transpose(0, 1, 4, 2, 5, 3).reshape(K, 4 * ni, 4 * tw, N)
+    h1 = min(Ho, 4 * (i0 + ni))
+    out[:, 4 * i0:h1] = y[:, :h1 - 4 * i0, :Wo] + bias[:, None, None, None]
 
 
-def _np_output4_adjoint(dT: np.ndarray, n0: int, nn: int, th: int, tw: int) -> np.ndarray:
-    """dM = A4 dY A4^T per 4x4 tile: dT (K, Ho, Wo, N) -> (36, K, th*tw*nn) (dY zero past Ho, Wo)."""
-    K, Ho, Wo, _ = dT.shape
-    d = np.zeros((K, 4 * th, 4 * tw, nn), dtype=dT.dtype)
-    d[:, :Ho, :Wo] = dT[..., n0:n0 + nn]
+def _np_output4_adjoint(dT: np.ndarray, tw: int, i0: int, ni: int) -> np.ndarray:
+    """dM = A4 dY A4^T for tile rows i0..i0+ni: dT (K, Ho, Wo, N) -> (36, K, ni*tw*N).
+
+    dY is zero past Ho, Wo."""
+    K, Ho, Wo, N = dT.shape
+    d = np.zeros((K, 4 * ni, 4 * tw, N), dtype=dT.dtype)
+    h1 = min(Ho, 4 * (i0 + ni))
+    d[:, :h1 - 4 * i0, :Wo] = dT[:, 4 * i0:h1]
     at = AT4.astype(dT.dtype)
-    y = d.reshape(K, th, 4, tw, 4, nn).transpose(0, 5, 1, 3, 2, 4)  # (K, nn, th, tw, 4, 4)
-    dm = at.T @ y @ at  # (K, nn, th, tw, 6, 6)
-    return np.ascontiguousarray(dm.transpose(4, 5, 0, 2, 3, 1)).reshape(36, K, th * tw * nn)
+    y = d.reshape(K, ni, 4, tw, 4, N).transpose(0, 1, 3, 5, 2, 4)  # (K, ni, tw, N, 4, 4)
+    dm = at.T @ y @ at
+    return np.ascontiguousarray(dm.transpose(4, 5, 0, 1, 2, 3)).reshape(36, K, ni * tw * N)
 
 
-def _np_input4_adjoint(dV: np.ndarray, dxT: np.ndarray, pt: int, pl: int, n0: int, nn: int,
-                       th: int, tw: int) -> None:
-    """dxT[..., n0:n0+nn] = overlap-add of B4 dV B4^T over the tiles, padding cropped; dxT (C, H, W, N)."""
-    C, H, W, _ = dxT.shape
+def _np_input4_adjoint(dV: np.ndarray, dxT: np.ndarray, pt: int, pl: int, tw: int, i0: int, ni: int) -> None:
+    """Add the overlap-add of B4 dV B4^T over tile rows i0..i0+ni into dxT (C, H, W, N), padding cropped.
+
+    Rows shared with the previous block (the first two) are added to; the others are assigned.
+    """
+    C, H, W, N = dxT.shape
     bt = BT4.astype(dV.dtype)
-    v = dV.reshape(6, 6, C, th, tw, nn).transpose(2, 5, 3, 4, 0, 1)  # (C, nn, th, tw, 6, 6)
+    v = dV.reshape(6, 6, C, ni, tw, N).transpose(2, 3, 4, 5, 0, 1)  # (C, ni, tw, N, 6, 6)
     d = bt.T @ v @ bt
-    dxp = np.zeros((C, nn, 4 * th + 2, 4 * tw + 2), dtype=dV.dtype)
+    Hb = 4 * ni + 2
+    dxp = np.zeros((C, Hb, 4 * tw + 2, N), dtype=dV.dtype)
     for r in range(6):
         for s in range(6):
-            dxp[:, :, r:r + 4 * th:4, s:s + 4 * tw:4] += d[..., r, s]
-    dxT[..., n0:n0 + nn] = dxp[:, :, pt:pt + H, pl:pl + W].transpose(0, 2, 3, 1)
+            dxp[:, r:r + 4 * ni:4, s:s + 4 * tw:4] += d[:, :, :, :, r, s]
+    h0 = 4 * i0 - pt
+    for rr in range(Hb):
+        h = h0 + rr
+        if 0 <= h < H:
+            if i0 > 0 and rr < 2:
+                dxT[:, h] += dxp[:, rr, pl:pl + W]
+            else:
+                dxT[:, h] = dxp[:, rr, pl:pl + W]
 
 
 # ---- compiled kernels (numba) ---------------------------------------------------------------
-# Each works on one channel at a time: a zero-bordered scratch plane (Hp, Wp, nn) holds the padded
-# input, and every tile's arithmetic runs as loops over the nn images (contiguous: vectorised).
-# ``k`` carries the constants 2, 4, 5, 8 in the array's dtype (a Python int would promote float32 to
-# float64 inside numba).
-def _k_input4(xT, pt, pl, th, tw, n0, nn, k, V, plane, T):  # pragma: no cover - compiled
-    C, H, W, _ = xT.shape
+# Each works on one channel of one block of tile rows at a time: a zero-bordered scratch plane
+# (rows, Wp, N) holds the padded input rows, and every tile's arithmetic runs as loops over the N images
+# (contiguous: vectorised). ``k`` carries the constants 2, 4, 5, 8 in the array's dtype (a Python int
+# would promote float32 to float64 inside numba).
+def _k_input4(xT, pt, pl, tw, i0, ni, k, V, plane, T):  # pragma: no cover - compiled
+    C, H, W, N = xT.shape
     c2, c4, c5 = k[0], k[1], k[2]
-    Hp, Wp, _ = plane.shape
-    h_end = min(H, Hp - pt)
+    Hb, Wp, _ = plane.shape
     w_end = min(W, Wp - pl)
+    h0 = 4 * i0 - pt
     plane[:, :, :] = 0
     for c in range(C):
-        for h in range(h_end):
-            for w in range(w_end):
-                for n in range(nn):
-                    plane[h + pt, w + pl, n] = xT[c, h, w, n0 + n]
-        for i in range(th):
+        for rr in range(Hb):
+            h = h0 + rr
+            if 0 <= h < H:
+                for w in range(w_end):
+                    for n in range(N):
+                        plane[rr, w + pl, n] = xT[c, h, w, n]
+        for il in range(ni):
             for j in range(tw):
                 for r in range(6):
-                    for n in range(nn):
-                        d0 = plane[4 * i + r, 4 * j, n]
-                        d1 = plane[4 * i + r, 4 * j + 1, n]
-                        d2 = plane[4 * i + r, 4 * j + 2, n]
-                        d3 = plane[4 * i + r, 4 * j + 3, n]
-                        d4 = plane[4 * i + r, 4 * j + 4, n]
-                        d5 = plane[4 * i + r, 4 * j + 5, n]
+                    for n in range(N):
+                        d0 = plane[4 * il + r, 4 * j, n]
+                        d1 = plane[4 * il + r, 4 * j + 1, n]
+                        d2 = plane[4 * il + r, 4 * j + 2, n]
+                        d3 = plane[4 * il + r, 4 * j + 3, n]
+                        d4 = plane[4 * il + r, 4 * j + 4, n]
+                        d5 = plane[4 * il + r, 4 * j + 5, n]
                         T[r, 0, n] = c4 * d0 - c5 * d2 + d4
                         T[r, 1, n] = d3 + d4 - c4 * (d1 + d2)
                         T[r, 2, n] = d4 - d3 + c4 * (d1 - d2)
                         T[r, 3, n] = d4 - d2 + c2 * (d3 - d1)
                         T[r, 4, n] = d4 - d2 + c2 * (d1 - d3)
                         T[r, 5, n] = c4 * d1 - c5 * d3 + d5
-                p0 = (i * tw + j) * nn
+                p0 = (il * tw + j) * N
                 for b in range(6):
-                    for n in range(nn):
+                    for n in range(N):
                         t0 = T[0, b, n]
                         t1 = T[1, b, n]
                         t2 = T[2, b, n]
@@ -458,16 +478,16 @@ def _k_input4(xT, pt, pl, th, tw, n0, nn, k, V, plane, T):  # pragma: no cover -
                         V[30 + b, c, p0 + n] = c4 * t1 - c5 * t3 + t5
 
 
-def _k_output4(M, bias, out, n0, nn, th, tw, k, S, Y):  # pragma: no cover - compiled
-    K, Ho, Wo, _ = out.shape
+def _k_output4(M, bias, out, tw, i0, ni, k, S, Y):  # pragma: no cover - compiled
+    K, Ho, Wo, N = out.shape
     c2, c4, c8 = k[0], k[1], k[3]
     for kk in range(K):
         bk = bias[kk]
-        for i in range(th):
+        for il in range(ni):
             for j in range(tw):
-                p0 = (i * tw + j) * nn
+                p0 = (il * tw + j) * N
                 for a in range(6):
-                    for n in range(nn):
+                    for n in range(N):
                         m0 = M[6 * a, kk, p0 + n]
                         m1 = M[6 * a + 1, kk, p0 + n]
                         m2 = M[6 * a + 2, kk, p0 + n]
@@ -482,7 +502,7 @@ def _k_output4(M, bias, out, n0, nn, th, tw, k, S, Y):  # pragma: no cover - com
                     w = 4 * j + q
                     if w >= Wo:
                         break
-                    for n in range(nn):
+                    for n in range(N):
                         s0 = S[0, q, n]
                         s1 = S[1, q, n]
                         s2 = S[2, q, n]
@@ -494,39 +514,40 @@ def _k_output4(M, bias, out, n0, nn, th, tw, k, S, Y):  # pragma: no cover - com
                         Y[2, n] = s1 + s2 + c4 * (s3 + s4) + bk
                         Y[3, n] = s1 - s2 + c8 * (s3 - s4) + s5 + bk
                     for rr in range(4):
-                        h = 4 * i + rr
+                        h = 4 * (i0 + il) + rr
                         if h >= Ho:
                             break
-                        for n in range(nn):
-                            out[kk, h, w, n0 + n] = Y[rr, n]
+                        for n in range(N):
+                            out[kk, h, w, n] = Y[rr, n]
 
 
-def _k_output4_adjoint(dT, n0, nn, th, tw, k, dM, plane, E):  # pragma: no cover - compiled
-    K, Ho, Wo, _ = dT.shape
+def _k_output4_adjoint(dT, tw, i0, ni, k, dM, plane, E):  # pragma: no cover - compiled
+    K, Ho, Wo, N = dT.shape
     c2, c4, c8 = k[0], k[1], k[3]
     plane[:, :, :] = 0
+    h1 = min(Ho, 4 * (i0 + ni))
     for kk in range(K):
-        for h in range(Ho):
+        for h in range(4 * i0, h1):
             for w in range(Wo):
-                for n in range(nn):
-                    plane[h, w, n] = dT[kk, h, w, n0 + n]
-        for i in range(th):
+                for n in range(N):
+                    plane[h - 4 * i0, w, n] = dT[kk, h, w, n]
+        for il in range(ni):
             for j in range(tw):
                 for r in range(4):
-                    for n in range(nn):
-                        y0 = plane[4 * i + r, 4 * j, n]
-                        y1 = plane[4 * i + r, 4 * j + 1, n]
-                        y2 = plane[4 * i + r, 4 * j + 2, n]
-                        y3 = plane[4 * i + r, 4 * j + 3, n]
+                    for n in range(N):
+                        y0 = plane[4 * il + r, 4 * j, n]
+                        y1 = plane[4 * il + r, 4 * j + 1, n]
+                        y2 = plane[4 * il + r, 4 * j + 2, n]
+                        y3 = plane[4 * il + r, 4 * j + 3, n]
                         E[r, 0, n] = y0
                         E[r, 1, n] = y0 + y1 + y2 + y3
                         E[r, 2, n] = y0 - y1 + y2 - y3
                         E[r, 3, n] = y0 + c2 * y1 + c4 * y2 + c8 * y3
                         E[r, 4, n] = y0 - c2 * y1 + c4 * y2 - c8 * y3
                         E[r, 5, n] = y3
-                p0 = (i * tw + j) * nn
+                p0 = (il * tw + j) * N
                 for b in range(6):
-                    for n in range(nn):
+                    for n in range(N):
                         e0 = E[0, b, n]
                         e1 = E[1, b, n]
                         e2 = E[2, b, n]
@@ -539,16 +560,18 @@ def _k_output4_adjoint(dT, n0, nn, th, tw, k, dM, plane, E):  # pragma: no cover
                         dM[30 + b, kk, p0 + n] = e3
 
 
-def _k_input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw, k, plane, U):  # pragma: no cover - compiled
-    C, H, W, _ = dxT.shape
+def _k_input4_adjoint(dV, dxT, pt, pl, tw, i0, ni, k, plane, U):  # pragma: no cover - compiled
+    C, H, W, N = dxT.shape
     c2, c4, c5 = k[0], k[1], k[2]
+    Hb = plane.shape[0]
+    h0 = 4 * i0 - pt
     for c in range(C):
         plane[:, :, :] = 0
-        for i in range(th):
+        for il in range(ni):
             for j in range(tw):
-                p0 = (i * tw + j) * nn
+                p0 = (il * tw + j) * N
                 for b in range(6):  # along the tile's rows: u[r] = sum_a BT[a, r] dV[a]
-                    for n in range(nn):
+                    for n in range(N):
                         t0 = dV[b, c, p0 + n]
                         t1 = dV[6 + b, c, p0 + n]
                         t2 = dV[12 + b, c, p0 + n]
@@ -562,8 +585,8 @@ def _k_input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw, k, plane, U):  # pragma: 
                         U[4, b, n] = t0 + t1 + t2 + t3 + t4
                         U[5, b, n] = t5
                 for r in range(6):  # along the columns, overlap-added into the plane
-                    h = 4 * i + r
-                    for n in range(nn):
+                    h = 4 * il + r
+                    for n in range(N):
                         u0 = U[r, 0, n]
                         u1 = U[r, 1, n]
                         u2 = U[r, 2, n]
@@ -576,10 +599,17 @@ def _k_input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw, k, plane, U):  # pragma: 
                         plane[h, 4 * j + 3, n] += u1 - u2 + c2 * (u3 - u4) - c5 * u5
                         plane[h, 4 * j + 4, n] += u0 + u1 + u2 + u3 + u4
                         plane[h, 4 * j + 5, n] += u5
-        for h in range(H):
-            for w in range(W):
-                for n in range(nn):
-                    dxT[c, h, w, n0 + n] = plane[h + pt, w + pl, n]
+        for rr in range(Hb):
+            h = h0 + rr
+            if 0 <= h < H:
+                if i0 > 0 and rr < 2:  # rows shared with the previous block of tile rows
+                    for w in range(W):
+                        for n in range(N):
+                            dxT[c, h, w, n] += plane[rr, w + pl, n]
+                else:
+                    for w in range(W):
+                        for n in range(N):
+                            dxT[c, h, w, n] = plane[rr, w + pl, n]
 
 
 _kernels4: dict[str, Any] = {}
@@ -602,54 +632,59 @@ def _consts(dt: np.dtype) -> np.ndarray:
     return np.array([2, 4, 5, 8], dtype=dt)
 
 
-def _input4(xT, pt, pl, th, tw, n0, nn, name="V4"):
+def _input4(xT, pt, pl, tw, i0, ni, name="V4"):
     ks = _compiled4()
     if ks is None:
-        return _np_input4(xT, pt, pl, th, tw, n0, nn)
+        return _np_input4(xT, pt, pl, tw, i0, ni)
     dt = xT.dtype
-    V = _scratch(name, (36, xT.shape[0], th * tw * nn), dt)
-    ks["input"](xT, pt, pl, th, tw, n0, nn, _consts(dt), V,
-                _scratch("plane4", (4 * th + 2, 4 * tw + 2, nn), dt), _scratch("T4", (6, 6, nn), dt))
+    C, _, _, N = xT.shape
+    V = _scratch(name, (36, C, ni * tw * N), dt)
+    ks["input"](xT, pt, pl, tw, i0, ni, _consts(dt), V,
+                _scratch("plane4", (4 * ni + 2, 4 * tw + 2, N), dt), _scratch("T4", (6, 6, N), dt))
     return V
 
 
-def _output4(M, bias, out, n0, nn, th, tw):
+def _output4(M, bias, out, tw, i0, ni):
     ks = _compiled4()
     if ks is None:
-        return _np_output4(M, bias, out, n0, nn, th, tw)
+        return _np_output4(M, bias, out, tw, i0, ni)
     dt = M.dtype
-    ks["output"](M, bias, out, n0, nn, th, tw, _consts(dt), _scratch("T4", (6, 4, nn), dt),
-                 _scratch("Y4", (4, nn), dt))
+    N = out.shape[3]
+    ks["output"](M, bias, out, tw, i0, ni, _consts(dt), _scratch("T4", (6, 4, N), dt),
+                 _scratch("Y4", (4, N), dt))
 
 
-def _output4_adjoint(dT, n0, nn, th, tw):
+def _output4_adjoint(dT, tw, i0, ni):
     ks = _compiled4()
     if ks is None:
-        return _np_output4_adjoint(dT, n0, nn, th, tw)
+        return _np_output4_adjoint(dT, tw, i0, ni)
     dt = dT.dtype
-    dM = _scratch("dM4", (36, dT.shape[0], th * tw * nn), dt)
-    ks["output_adjoint"](dT, n0, nn, th, tw, _consts(dt), dM,
-                         _scratch("plane4", (4 * th, 4 * tw, nn), dt), _scratch("T4", (4, 6, nn), dt))
+    K, _, _, N = dT.shape
+    dM = _scratch("dM4", (36, K, ni * tw * N), dt)
+    ks["output_adjoint"](dT, tw, i0, ni, _consts(dt), dM,
+                         _scratch("plane4", (4 * ni, 4 * tw, N), dt), _scratch("T4", (4, 6, N), dt))
     return dM
 
 
-def _input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw):
+def _input4_adjoint(dV, dxT, pt, pl, tw, i0, ni):
     ks = _compiled4()
     if ks is None:
-        return _np_input4_adjoint(dV, dxT, pt, pl, n0, nn, th, tw)
+        return _np_input4_adjoint(dV, dxT, pt, pl, tw, i0, ni)
     dt = dV.dtype
-    ks["input_adjoint"](dV, dxT, pt, pl, n0, nn, th, tw, _consts(dt),
-                        _scratch("plane4", (4 * th + 2, 4 * tw + 2, nn), dt), _scratch("T4", (6, 6, nn), dt))
+    N = dxT.shape[3]
+    ks["input_adjoint"](dV, dxT, pt, pl, tw, i0, ni, _consts(dt),
+                        _scratch("plane4", (4 * ni + 2, 4 * tw + 2, N), dt), _scratch("T4", (6, 6, N), dt))
 
 
-#: images per block: the block's transformed tiles (36 x channels x tiles) stay under this many bytes
-BLOCK_BYTES4 = 24 * 2**20
+#: tile rows per block: a block's transformed tiles (36 x channels x tiles) stay under this many bytes
+#: (cache-sized: measured faster than one block for the whole batch, see BENCHMARKS.md)
+BLOCK_BYTES4 = 2 * 2**20
 
 
-def _image_block(g: Geometry, K: int, itemsize: int) -> int:
+def _row_block(g: Geometry, K: int, itemsize: int) -> int:
     th, tw = _tiles4(g)
-    per_image = 36 * max(g.C, K) * th * tw * itemsize
-    return max(1, min(g.N, BLOCK_BYTES4 // max(per_image, 1)))
+    per_row = 36 * max(g.C, K) * tw * g.N * itemsize
+    return max(1, min(th, BLOCK_BYTES4 // max(per_row, 1)))
 
 
 def winograd4_forward(
@@ -658,7 +693,7 @@ def winograd4_forward(
     """out = conv(x, w) + b for a 3x3 stride-1 conv by F(4x4, 3x3). Returns (out, None).
 
     x: (N, C, H, W) any memory order (read as (C, H, W, N)); w: (K, C, 3, 3); out: (N, K, Ho, Wo) as a
-    view of a contiguous (K, Ho, Wo, N) array. Images are processed in blocks (``BLOCK_BYTES4``).
+    view of a contiguous (K, Ho, Wo, N) array. Tile rows are processed in blocks (``BLOCK_BYTES4``).
     """
     th, tw = _tiles4(g)
     K, C = w.shape[:2]
@@ -667,12 +702,12 @@ def winograd4_forward(
     U = filter_transform4(w)
     bias = np.zeros(K, dt) if b is None else b.astype(dt, copy=False)
     out = np.empty((K, g.Ho, g.Wo, g.N), dtype=dt)
-    nb = _image_block(g, K, dt.itemsize)
-    for n0 in range(0, g.N, nb):
-        nn = min(nb, g.N - n0)
-        V = _input4(xT, g.pt, g.pl, th, tw, n0, nn)
-        M = np.matmul(U, V, out=_scratch("M4", (36, K, th * tw * nn), dt))
-        _output4(M, bias, out, n0, nn, th, tw)
+    rb = _row_block(g, K, dt.itemsize)
+    for i0 in range(0, th, rb):
+        ni = min(rb, th - i0)
+        V = _input4(xT, g.pt, g.pl, tw, i0, ni)
+        M = np.matmul(U, V, out=_scratch("M4", (36, K, ni * tw * g.N), dt))
+        _output4(M, bias, out, tw, i0, ni)
     return out.transpose(3, 0, 1, 2), None
 
 
@@ -694,15 +729,15 @@ def winograd4_backward(
     UT = filter_transform4(w).transpose(0, 2, 1) if need_dx else None
     dU = np.zeros((36, K, C), dtype=dt)
     dx = np.empty((C, g.H, g.W, g.N), dtype=dt) if need_dx else None
-    nb = _image_block(g, K, dt.itemsize)
-    for n0 in range(0, g.N, nb):
-        nn = min(nb, g.N - n0)
-        dM = _output4_adjoint(dT, n0, nn, th, tw)
-        V = _input4(xT, g.pt, g.pl, th, tw, n0, nn)
+    rb = _row_block(g, K, dt.itemsize)
+    for i0 in range(0, th, rb):
+        ni = min(rb, th - i0)
+        dM = _output4_adjoint(dT, tw, i0, ni)
+        V = _input4(xT, g.pt, g.pl, tw, i0, ni)
         dU += np.matmul(dM, V.transpose(0, 2, 1))
         if dx is not None:
             dV = np.matmul(UT, dM, out=V)  # V is not needed any more
-            _input4_adjoint(dV, dx, g.pt, g.pl, n0, nn, th, tw)
+            _input4_adjoint(dV, dx, g.pt, g.pl, tw, i0, ni)
     dw = np.matmul(np.matmul(G4.T, dU.astype(np.float64).transpose(1, 2, 0).reshape(K, C, 6, 6)), G4)
     dw = dw.astype(dt)
     return (None if dx is None else dx.transpose(3, 0, 1, 2)), dw, db
