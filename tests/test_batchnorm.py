@@ -10,6 +10,15 @@ from volnet.errors import ShapeError
 from volnet.ops.batchnorm import batchnorm_backward, batchnorm_forward
 
 
+@pytest.fixture(autouse=True, params=["numba", "numpy"])
+def kernel_path(request):
+    """Every test of this module runs on both kernel paths (numba must import: no skip)."""
+    from volnet import kernels
+
+    with kernels.selected(request.param):
+        yield request.param
+
+
 @pytest.mark.parametrize("shape", [(3, 4, 3, 2), (5, 6)])
 @pytest.mark.parametrize("train", [True, False])
 def test_batchnorm_gradient(shape, train):

@@ -11,6 +11,15 @@ from volnet.ops.activations import relu_backward, relu_forward, softmax, softmax
 from volnet.ops.fc import fc_backward, fc_forward
 
 
+@pytest.fixture(autouse=True, params=["numba", "numpy"])
+def kernel_path(request):
+    """Every test of this module runs on both kernel paths (numba must import: no skip)."""
+    from volnet import kernels
+
+    with kernels.selected(request.param):
+        yield request.param
+
+
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4, 4)])
 def test_fc_gradient(shape):
     rng = np.random.default_rng(0)

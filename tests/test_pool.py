@@ -17,6 +17,25 @@ from volnet.ops.pool import (
 )
 
 
+def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """The same values in C order or in batch-last memory (what CONV returns: the compiled max pool)."""
+    if layout == "batch-last":
+        return np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    return x
+
+
+LAYOUTS = ["C", "batch-last"]
+
+
+@pytest.fixture(autouse=True, params=["numba", "numpy"])
+def kernel_path(request):
+    """Every test of this module runs on both kernel paths (numba must import: no skip)."""
+    from volnet import kernels
+
+    with kernels.selected(request.param):
+        yield request.param
+
+
 def distinct(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """float64 values with distinct magnitudes >= 0.5 spaced by 0.01, random signs.
 
@@ -51,10 +70,11 @@ GRAD_CASES = [
 ]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mode,size,stride,pad,fit,cip,H,W", GRAD_CASES)
-def test_pool_gradient(mode, size, stride, pad, fit, cip, H, W):
+def test_pool_gradient(mode, size, stride, pad, fit, cip, H, W, layout):
     rng = np.random.default_rng(1)
-    x = distinct(rng, (2, 2, H, W))
+    x = in_layout(distinct(rng, (2, 2, H, W)), layout)
     out, cache = pool_forward(x, size, stride, mode, pad, fit, cip)
     assert out.dtype == np.float64
     dout = rng.standard_normal(out.shape)
@@ -111,8 +131,9 @@ def torch_pool(torch, xt, c: dict):
     return (sq * k).sqrt()
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mode", ["max", "avg", "l2"])
-def test_pool_matches_torch(mode):
+def test_pool_matches_torch(mode, layout):
     """Forward and autograd gradients against PyTorch on 60 random float32 configurations per mode."""
     torch = torch_or_skip()
     rng = np.random.default_rng({"max": 10, "avg": 11, "l2": 12}[mode])
@@ -123,7 +144,7 @@ def test_pool_matches_torch(mode):
         if mode == "l2" and rng.random() < 0.5:  # half the l2 cases hit lp_pool2d itself
             c["pad"], c["fit"] = (0, 0), "floor"
         n_lp += mode == "l2" and c["pad"] == (0, 0) and c["fit"] == "floor"
-        x = rng.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(np.float32)
+        x = in_layout(rng.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(np.float32), layout)
         args = (c["size"], c["stride"], mode, c["pad"], c["fit"], c["count_include_pad"])
         out, cache = pool_forward(x, *args)
         dout = rng.standard_normal(out.shape).astype(np.float32)
@@ -141,11 +162,12 @@ def test_pool_matches_torch(mode):
     assert mode != "l2" or n_lp >= 10
 
 
-def test_max_pool_ties_go_to_first_max_like_torch():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_max_pool_ties_go_to_first_max_like_torch(layout):
     torch = torch_or_skip()
     rng = np.random.default_rng(3)
     for size, stride, pad in [(2, 2, 0), (3, 2, 1), (3, 1, 0), ((2, 3), (1, 2), (1, 1))]:
-        x = rng.integers(0, 3, size=(2, 3, 7, 8)).astype(np.float32)  # many ties
+        x = in_layout(rng.integers(0, 3, size=(2, 3, 7, 8)).astype(np.float32), layout)  # many ties
         out, cache = pool_forward(x, size, stride, "max", pad, "floor")
         dout = rng.standard_normal(out.shape).astype(np.float32)
         dx = pool_backward(dout, cache)
@@ -214,3 +236,25 @@ def test_bad_inputs_raise():
     out, cache = pool_forward(np.zeros((1, 1, 4, 4), np.float32))
     with pytest.raises(ShapeError, match="dout"):
         pool_backward(np.zeros((1, 1, 3, 3), np.float32), cache)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_max_pool_propagates_nan_like_torch(layout):
+    torch = torch_or_skip()
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    x[0, 1, 2, 3] = np.nan
+    x = in_layout(x, layout)
+    out, _ = pool_forward(x, 2, 2, "max")
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(np.ascontiguousarray(x)), 2, 2).numpy()
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_allclose(np.nan_to_num(out), np.nan_to_num(ref))
+
+
+def test_output_keeps_the_batch_last_layout():
+    from volnet.ops.layout import BATCH_LAST, memory_order
+
+    x = in_layout(np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32), "batch-last")
+    for mode in ("max", "avg", "l2"):
+        out, cache = pool_forward(x, 2, 2, mode)
+        assert memory_order(out) == BATCH_LAST
+        assert memory_order(pool_backward(np.ones_like(out), cache)) == BATCH_LAST

@@ -67,11 +67,16 @@ def selected(kind: str) -> Iterator[None]:
         use(old)
 
 
-def jit(fn: Callable[..., Any]) -> Callable[..., Any] | None:
-    """``numba.njit(cache=True, nogil=True)`` of fn, or None when numba is absent (callers then use NumPy)."""
+def jit(fn: Callable[..., Any], reassoc: bool = False) -> Callable[..., Any] | None:
+    """``numba.njit(cache=True, nogil=True)`` of fn, or None when numba is absent (callers then use NumPy).
+
+    ``reassoc=True`` lets the compiler reorder a sum's additions so it can vectorise the reduction (the
+    order is fixed by the compiled code, so results stay deterministic from run to run).
+    """
     if _numba is None:
         return None
-    return _numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    fastmath = {"reassoc"} if reassoc else False
+    return _numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(fn)
 
 
 def inline(fn: Callable[..., Any]) -> Callable[..., Any]:

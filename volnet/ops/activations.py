@@ -9,6 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from volnet import kernels
+from volnet.ops.layout import memory_order
+
+
+def _k_relu_backward(d, o, dx):  # pragma: no cover - compiled
+    z = d.dtype.type(0)
+    for i in range(d.size):
+        dx[i] = d[i] if o[i] > 0 else z
+
+
+_relu_bwd = kernels.jit(_k_relu_backward)
+
 
 def relu_forward(x: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, tuple]:
     """out = max(0, x), same shape and dtype as x; ``inplace=True`` overwrites x (saves an allocation).
@@ -22,6 +34,14 @@ def relu_forward(x: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, tupl
 def relu_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """dx = dout where out > 0, else 0 (gradient 0 at x = 0, as PyTorch)."""
     (out,) = cache
+    if (_relu_bwd is not None and kernels.using("numba") and dout.shape == out.shape
+            and dout.dtype == out.dtype and memory_order(dout) == memory_order(out)):
+        order = memory_order(out)
+        d, o = dout.transpose(order), out.transpose(order)
+        if d.flags.c_contiguous and o.flags.c_contiguous:  # one compiled pass, no boolean temporary
+            dx = np.empty_like(d)
+            _relu_bwd(d.reshape(-1), o.reshape(-1), dx.reshape(-1))
+            return dx.transpose(np.argsort(order))
     return np.multiply(dout, out > 0)
 
 

@@ -11,12 +11,19 @@ with M = number of values per channel (N*H*W or N):
 
 Running statistics are updated IN PLACE, exactly as ``torch.nn.BatchNorm2d``/``BatchNorm1d``.
 gamma, beta, running_mean, running_var: (D,).
+
+Two kernel paths compute the same thing (:mod:`volnet.kernels`): with numba, one compiled pass per channel
+row computes the statistics (float64 sums), one writes ``out = x * s + (beta - mu * s)`` with
+``s = gamma / sqrt(var + eps)``, and the cache keeps x itself (already alive as the previous layer's
+output) instead of a normalised copy; backward is one pass for the two sums and one for dx. The NumPy path
+keeps ``xhat`` and uses NumPy row operations (about six passes each way).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from volnet import kernels
 from volnet.errors import ShapeError
 from volnet.ops.layout import in_order, memory_order
 
@@ -45,6 +52,61 @@ def _unrows(r: np.ndarray, shape: tuple[int, ...], order: tuple[int, ...]) -> np
 def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-row dot products sum_m a[d, m] b[d, m] without an (D, M) temporary (D small GEMVs)."""
     return np.matmul(a[:, None, :], b[:, :, None])[:, 0, 0]
+
+
+def _k_stats(x2, mu, var):  # pragma: no cover - compiled
+    D, M = x2.shape
+    for d in range(D):
+        acc = 0.0
+        for m in range(M):
+            acc += x2[d, m]
+        mean = acc / M
+        acc2 = 0.0
+        for m in range(M):
+            t = x2[d, m] - mean
+            acc2 += t * t
+        mu[d] = mean
+        var[d] = acc2 / M
+
+
+def _k_affine(x2, scale, shift, out):  # pragma: no cover - compiled
+    D, M = x2.shape
+    for d in range(D):
+        s = scale[d]
+        t = shift[d]
+        for m in range(M):
+            out[d, m] = x2[d, m] * s + t
+
+
+def _k_backward_sums(d2, x2, mu, dbeta, dxmu):  # pragma: no cover - compiled
+    D, M = d2.shape
+    for d in range(D):
+        a = 0.0
+        b = 0.0
+        m0 = mu[d]
+        for m in range(M):
+            g = d2[d, m]
+            a += g
+            b += g * (x2[d, m] - m0)
+        dbeta[d] = a
+        dxmu[d] = b
+
+
+def _k_backward_dx(d2, x2, mu, s, c1, c2, dx):  # pragma: no cover - compiled
+    D, M = d2.shape
+    for d in range(D):
+        sd, a, b, m0 = s[d], c1[d], c2[d], mu[d]
+        for m in range(M):
+            dx[d, m] = sd * d2[d, m] - a - (x2[d, m] - m0) * b
+
+
+_K = {name: kernels.jit(fn, reassoc=name in ("stats", "sums"))
+      for name, fn in (("stats", _k_stats), ("affine", _k_affine), ("sums", _k_backward_sums),
+                       ("dx", _k_backward_dx))}
+
+
+def _compiled() -> bool:
+    return _K["stats"] is not None and kernels.using("numba")
 
 
 def _check(x: np.ndarray) -> None:
@@ -86,21 +148,18 @@ def batchnorm_forward(
     t = x.dtype.type
     x2, order = _rows(x)
     M = x2.shape[1]
+    if train and M < 2:
+        raise ShapeError(
+            f"batchnorm: training needs more than 1 value per channel, got input {tuple(x.shape)}; "
+            f"use a larger batch or eval mode"
+        )
+    if _compiled() and np.issubdtype(x.dtype, np.floating):
+        return _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, train, momentum, eps)
     if train:
-        if M < 2:
-            raise ShapeError(
-                f"batchnorm: training needs more than 1 value per channel, got input {tuple(x.shape)}; "
-                f"use a larger batch or eval mode"
-            )
         mu = x2.mean(axis=1)
         xhat = x2 - mu[:, None]
         var = _row_dot(xhat, xhat) / t(M)
-        m = running_mean.dtype.type(momentum)
-        running_mean *= 1 - m
-        running_mean += m * mu.astype(running_mean.dtype, copy=False)
-        mv = running_var.dtype.type(momentum)
-        running_var *= 1 - mv
-        running_var += (mv * var * t(M / (M - 1))).astype(running_var.dtype, copy=False)
+        _update_running(running_mean, running_var, mu, var, momentum, M)
     else:
         mu = running_mean.astype(x.dtype, copy=False)
         var = running_var.astype(x.dtype, copy=False)
@@ -109,7 +168,56 @@ def batchnorm_forward(
     xhat *= inv_std[:, None]
     out = xhat * gamma.astype(x.dtype, copy=False)[:, None]
     out += beta.astype(x.dtype, copy=False)[:, None]
-    return _unrows(out, x.shape, order), (xhat, inv_std, gamma, train, x.shape, order)
+    return _unrows(out, x.shape, order), ("numpy", xhat, inv_std, gamma, train, x.shape, order)
+
+
+def _update_running(running_mean, running_var, mu, var, momentum: float, M: int) -> None:
+    m = running_mean.dtype.type(momentum)
+    running_mean *= 1 - m
+    running_mean += m * mu.astype(running_mean.dtype, copy=False)
+    mv = running_var.dtype.type(momentum)
+    running_var *= 1 - mv
+    running_var += (mv * var * (M / (M - 1))).astype(running_var.dtype, copy=False)
+
+
+def _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, train, momentum, eps):
+    """The numba path of :func:`batchnorm_forward`: statistics in float64, one affine pass."""
+    M = x2.shape[1]
+    D = x2.shape[0]
+    if train:
+        mu64, var64 = np.empty(D), np.empty(D)
+        _K["stats"](x2, mu64, var64)
+        _update_running(running_mean, running_var, mu64, var64, momentum, M)
+    else:
+        mu64, var64 = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv64 = 1 / np.sqrt(var64 + eps)
+    scale64 = gamma.astype(np.float64) * inv64
+    scale = scale64.astype(x.dtype)
+    shift = (beta.astype(np.float64) - mu64 * scale64).astype(x.dtype)
+    out2 = np.empty_like(x2)
+    _K["affine"](x2, scale, shift, out2)
+    cache = ("compiled", x2, mu64.astype(x.dtype), inv64.astype(x.dtype), gamma, train, x.shape, order)
+    return _unrows(out2, x.shape, order), cache
+
+
+def _backward_compiled(dout, cache):
+    _, x2, mu, inv_std, gamma, train, shape, order = cache
+    d2, _ = _rows(dout, order)
+    d2 = d2.astype(x2.dtype, copy=False)
+    D, M = x2.shape
+    dbeta64, dxmu64 = np.empty(D), np.empty(D)
+    _K["sums"](d2, x2, mu, dbeta64, dxmu64)
+    inv64 = inv_std.astype(np.float64)
+    dgamma64 = dxmu64 * inv64  # sum dout * xhat
+    s64 = gamma.astype(np.float64) * inv64
+    dt = dout.dtype
+    if train:
+        c1, c2 = s64 * dbeta64 / M, s64 * inv64 * dgamma64 / M
+    else:
+        c1, c2 = np.zeros(D), np.zeros(D)
+    dx2 = np.empty_like(d2)
+    _K["dx"](d2, x2, mu, s64.astype(x2.dtype), c1.astype(x2.dtype), c2.astype(x2.dtype), dx2)
+    return _unrows(dx2, shape, order), dgamma64.astype(dt), dbeta64.astype(dt)
 
 
 def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,9 +228,12 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
     train: dx = s * (dout - dbeta/M - xhat * dgamma/M) (mu and var depend on x);
     eval:  dx = s * dout (running stats are constants).
     """
-    xhat, inv_std, gamma, train, shape, order = cache
+    shape = cache[-2]
     if dout.shape != shape:
         raise ShapeError(f"batchnorm backward: dout has shape {tuple(dout.shape)}, expected {tuple(shape)}")
+    if cache[0] == "compiled":
+        return _backward_compiled(dout, cache)
+    _, xhat, inv_std, gamma, train, shape, order = cache
     d2, _ = _rows(dout, order)
     dbeta = d2.sum(axis=1)
     dgamma = _row_dot(d2, xhat)
