@@ -6,6 +6,8 @@ The CLI prints that line (no traceback) and exits with status 2.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class VolnetError(ValueError):
     """Base class of every user-facing volnet error."""
@@ -25,3 +27,37 @@ class DataError(VolnetError):
 
 class ModelFileError(VolnetError):
     """A model or checkpoint file is missing, truncated, of the wrong version or has wrong arrays."""
+
+
+class ConfigError(VolnetError):
+    """A training setting is out of range: carries ``field`` (the :class:`volnet.train.TrainConfig` name),
+    ``value`` and ``expected`` (the rule), so a caller (the CLI) can name its own flag without editing the
+    message text: ``ConfigError("batch_size", 0, "an integer >= 1").message_for("--batch")``."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(self.message_for(field))
+
+    def message_for(self, name: str) -> str:
+        """The message with the setting called ``name`` (e.g. the CLI flag)."""
+        return f"{name} must be {self.expected}, got {self.value!r}"
+
+
+class TrainingError(VolnetError):
+    """Training cannot go on: the loss became NaN/inf, or a checkpoint does not fit the run."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or ``KeyboardInterrupt``) during :meth:`volnet.train.Trainer.fit`, after the checkpoint was
+    written.
+
+    Attributes: ``checkpoint`` (the ``last/`` directory or None without ``out_dir``), ``epoch`` (0-based
+    epoch in progress), ``batch`` (batches done in it), ``step`` (steps done in all).
+    """
+
+    def __init__(self, message: str, checkpoint: Path | None, epoch: int, batch: int, step: int) -> None:
+        super().__init__(message)
+        self.checkpoint, self.epoch, self.batch, self.step = checkpoint, epoch, batch, step
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -242,10 +242,10 @@ def _check_header(doc: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype_name)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz without pickle; any damage becomes a one-line ModelFileError."""
+def _read_npz(path: Path, label: str = WEIGHTS) -> dict[str, np.ndarray]:
+    """Every array of an .npz without pickle; any damage is a one-line ModelFileError naming ``label``."""
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{WEIGHTS}: truncated or not an .npz (zip) archive; save the model again")
+        raise ModelFileError(f"{label}: truncated or not an .npz (zip) archive; save the model again")
     out: dict[str, np.ndarray] = {}
     key = None
     try:
@@ -255,17 +255,23 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except ValueError as e:
         if "pickle" in str(e) and key is not None:
             raise ModelFileError(
-                f"{WEIGHTS}: array {key!r} holds Python objects (pickle), which volnet never loads"
+                f"{label}: array {key!r} holds Python objects (pickle), which volnet never loads"
             ) from None
         raise ModelFileError(
-            f"{WEIGHTS}: truncated or corrupt ({_first_line(e)}); save the model again"
+            f"{label}: truncated or corrupt ({_first_line(e)}); save the model again"
         ) from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, RuntimeError) as e:
         where = f" at array {key!r}" if key is not None else ""
         raise ModelFileError(
-            f"{WEIGHTS}: truncated or corrupt{where} ({_first_line(e)}); save the model again"
+            f"{label}: truncated or corrupt{where} ({_first_line(e)}); save the model again"
         ) from None
     return out
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path`` with the checks of ``weights.npz`` (no pickle, one-line
+    ModelFileError naming the file on damage); for checkpoint files such as ``optimizer.npz``."""
+    return _read_npz(Path(path), Path(path).name)
 
 
 def _first_line(e: BaseException) -> str:

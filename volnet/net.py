@@ -18,17 +18,18 @@ layer. ``net.grads`` is collected afresh from the layers on every access (after 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from volnet.errors import ShapeError, VolnetError
-from volnet.layers import LAYER_TYPES, ReLU
+from volnet.layers import LAYER_TYPES, ReLU, Softmax
 from volnet.layers._common import shape_str
 from volnet.layers.base import Layer, Shape
 
 InShape = Shape | list[Shape]  # a merge layer's input is a list of shapes
 Row = tuple[str, Layer, InShape, Shape]  # layer_shapes(): (dotted name, leaf, input shape, output shape)
+C = TypeVar("C", bound="Container")
 
 
 # --------------------------------------------------------------------------- merge layers
@@ -332,6 +333,34 @@ class Container(Layer):
                 )
             self.output_shape(shape)  # names the layer that does not fit this input
 
+    # -- views ---------------------------------------------------------------------------------
+    def until(self, name: str) -> Container:
+        """A view of the net ending with its child ``name`` (its output is the net's output): the same
+        layer objects (training the view trains the net), built when the net is."""
+        raise NotImplementedError
+
+    def output_child(self) -> tuple[str, Layer] | None:
+        """(name, layer) of the child producing the net's output (None for an empty net)."""
+        raise NotImplementedError
+
+    def without_softmax(self) -> Container:
+        """The net up to its class scores: :meth:`until` the input of a trailing SOFTMAX, or the net
+        itself when it does not end in one (what the softmax loss and the evaluation take)."""
+        last = self.output_child()
+        if last is None or not isinstance(last[1], Softmax):
+            return self
+        return self.until(self._input_of(last[0]))
+
+    def _input_of(self, name: str) -> str:
+        raise NotImplementedError
+
+    def _view_of(self, view: C) -> C:
+        """``view`` (a container of some of this net's children) in this net's build state."""
+        view.dtype, view.train_mode, view.seed = self.dtype, self.train_mode, self.seed
+        if self._built and self.input_shape is not None:
+            view.input_shape, view._built = self.input_shape, True
+        return view
+
     # -- modes, dtype, caches ------------------------------------------------------------------
     def train(self, mode: bool = True) -> Container:
         self.train_mode = bool(mode)
@@ -479,6 +508,21 @@ class Sequential(Container):
                 self._built = False
                 return old
         raise VolnetError(f"Sequential: no layer {name!r}; layers: {', '.join(n for n, _ in self._items)}")
+
+    def until(self, name: str) -> Sequential:
+        names = [n for n, _ in self._items]
+        if name not in names:
+            raise VolnetError(f"Sequential: no layer {name!r}; layers: {', '.join(names)}")
+        return self._view_of(Sequential(self._items[:names.index(name) + 1]))
+
+    def output_child(self) -> tuple[str, Layer] | None:
+        return self._items[-1] if self._items else None
+
+    def _input_of(self, name: str) -> str:
+        i = [n for n, _ in self._items].index(name)
+        if i == 0:
+            raise VolnetError("Sequential: a net of only a SOFTMAX has no class scores before it")
+        return self._items[i - 1][0]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -666,6 +710,21 @@ class Graph(Container):
         self._nodes[name] = (layer, inputs)
         self._built = False
         return old
+
+    def until(self, name: str) -> Graph:
+        if name not in self._nodes:
+            raise VolnetError(f"Graph: no node {name!r}; nodes: {', '.join(self._nodes)}")
+        nodes = [(n, layer, inputs) for n, (layer, inputs) in self._nodes.items()]  # dead ends get zero grads
+        return self._view_of(Graph(nodes, output=name))
+
+    def output_child(self) -> tuple[str, Layer] | None:
+        return (self.output, self._nodes[self.output][0]) if self._nodes else None
+
+    def _input_of(self, name: str) -> str:
+        inputs = self._nodes[name][1]
+        if inputs == ["input"]:
+            raise VolnetError("Graph: a SOFTMAX on the graph input has no class scores before it")
+        return inputs[0]
 
     def inputs_of(self, name: str) -> list[str]:
         """The input names of node ``name``."""

@@ -402,7 +402,7 @@ def _clear_run(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from volnet.train import Trainer, TrainingInterrupted, _read_trainer_json
+    from volnet.train import Trainer, TrainingInterrupted, read_trainer_json
 
     quiet = bool(args.quiet)
     if args.resume:
@@ -411,7 +411,7 @@ def run(args: argparse.Namespace) -> int:
         if not (ck / "trainer.json").is_file():
             what = "does not exist" if not run_dir.exists() else f"has no checkpoint {ck}/trainer.json"
             raise VolnetError(f"cannot resume: {run_dir} {what}; start it with volnet train --out {run_dir}")
-        doc = _read_trainer_json(ck)
+        doc = read_trainer_json(ck)
         stored = dict(doc.get("info", {}).get("args", {}))
         if not stored:
             raise VolnetError(f"cannot resume {run_dir}: it was not started by volnet train (no stored "
