@@ -14,7 +14,23 @@ class VolnetError(ValueError):
 
 
 class ShapeError(VolnetError):
-    """A layer does not fit its input: (W - F + 2P)/S + 1 is not a positive integer, or depths differ."""
+    """A layer does not fit its input: (W - F + 2P)/S + 1 is not a positive integer, or depths differ.
+
+    Raised inside a container it carries ``layer_path`` (the dotted name of the layer, e.g.
+    ``block1.conv2``) and ``base_message`` (the layer's own message, without the path), so a caller can
+    word its own message without editing this one's text.
+    """
+
+    layer_path: str | None = None
+    base_message: str | None = None
+
+    def at(self, name: str) -> ShapeError:
+        """This error raised again one container up: the path is prefixed by ``name``."""
+        base = self.base_message if self.base_message is not None else str(self)
+        full = name if self.layer_path is None else f"{name}.{self.layer_path}"
+        err = ShapeError(f"layer {full}: {base}")
+        err.layer_path, err.base_message = full, base
+        return err
 
 
 class SpecError(VolnetError):

@@ -9,7 +9,7 @@
 
 ``weights.npz`` holds every param and buffer by dotted name (``conv1.w``, ``bn1.running_mean``), plain
 arrays only: loading uses ``np.load(..., allow_pickle=False)`` and instantiates only registered layer
-classes (:func:`volnet.net.layer_types`), so a model file never executes code. Every problem
+classes (:func:`volnet.registry.layer_types`), so a model file never executes code. Every problem
 (missing file, bad JSON, newer version, unknown layer, missing/extra/wrong-shape arrays, truncated zip)
 raises :class:`volnet.ModelFileError` with one line naming it.
 
@@ -169,16 +169,13 @@ def save(net: Layer, path: str | os.PathLike[str]) -> None:
     Writes ``model.json`` and ``weights.npz`` (params + buffers by dotted name) via
     :func:`atomic_write_dir`. The net must know its input shape (built, or run once).
     """
-    from volnet.net import Container, layer_to_config
+    from volnet.registry import layer_to_config
 
     if net.input_shape is None:
         raise ModelFileError(
             "save: the net has no input shape; build it first (net.build(input_shape)) or run a forward"
         )
-    if isinstance(net, Container):
-        net.build(net.input_shape)  # allocates anything still lazy (no-op when built)
-    elif not net.params and net.param_shapes(net.input_shape):
-        net.build(net.input_shape)
+    net.build(net.input_shape)  # allocates anything still lazy (no-op when built)
     arrays: dict[str, np.ndarray] = {}
     for kind, d in (("param", net.params), ("buffer", net.buffers)):
         for k, v in d.items():
@@ -286,7 +283,7 @@ def load(path: str | os.PathLike[str]) -> Layer:
     a newer version, unknown layer types or bad configs, a net that does not fit its input_shape,
     missing/extra arrays, wrong array shapes, non-float arrays or a truncated ``weights.npz``.
     """
-    from volnet.net import Container, layer_from_config
+    from volnet.registry import layer_from_config
 
     path = Path(path)
     if not path.exists():
@@ -305,10 +302,7 @@ def load(path: str | os.PathLike[str]) -> Layer:
     try:
         net = layer_from_config(doc["net"], where="net")
         net.astype(dtype)
-        if isinstance(net, Container):
-            net.build(input_shape, dtype=dtype)
-        else:
-            net.build(input_shape, np.random.default_rng(0), dtype)
+        net.build(input_shape, None, dtype)
     except VolnetError as e:
         raise ModelFileError(f"{MODEL_JSON}: {e}") from None
     except (TypeError, ValueError, KeyError) as e:

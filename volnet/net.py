@@ -23,11 +23,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from volnet.errors import ShapeError, VolnetError
-from volnet.layers import LAYER_TYPES, ReLU, Softmax
+from volnet.layers import ReLU, Softmax
 from volnet.layers._common import shape_str
-from volnet.layers.base import Layer, Shape
+from volnet.layers.base import InShape, Layer, Shape
+from volnet.registry import layer_from_config, layer_to_config, layer_types, register
+from volnet.registry import short as _short
 
-InShape = Shape | list[Shape]  # a merge layer's input is a list of shapes
+__all__ = ["Add", "Concat", "Container", "Graph", "Sequential", "layer_from_config", "layer_to_config",
+           "layer_types"]
 Row = tuple[str, Layer, InShape, Shape]  # layer_shapes(): (dotted name, leaf, input shape, output shape)
 C = TypeVar("C", bound="Container")
 
@@ -66,7 +69,7 @@ class Add(Layer):
         self.cache = len(xs) if train else None
         return out
 
-    def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> list[np.ndarray]:
         return [dout] * int(self.forward_cache())
 
 
@@ -100,7 +103,7 @@ class Concat(Layer):
         self.cache = [int(a.shape[1]) for a in xs] if train else None
         return out
 
-    def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> list[np.ndarray]:
         return np.split(dout, np.cumsum(self.forward_cache())[:-1], axis=1)
 
 
@@ -114,50 +117,7 @@ def _shape_list(input_shape: Any, what: str) -> list[Shape]:
     return [tuple(int(v) for v in s) for s in input_shape]
 
 
-# --------------------------------------------------------------------------- config helpers
-
-
-def layer_types() -> dict[str, type[Layer]]:
-    """Every class a model file may name: the layers of :data:`volnet.layers.LAYER_TYPES` + containers."""
-    return {**LAYER_TYPES, "Sequential": Sequential, "Graph": Graph, "Add": Add, "Concat": Concat}
-
-
-def layer_to_config(layer: Layer) -> dict[str, Any]:
-    """``{"type": class name, "config": layer.config()}`` (nested for containers)."""
-    return {"type": type(layer).__name__, "config": layer.config()}
-
-
-def layer_from_config(d: Any, where: str = "net") -> Layer:
-    """Rebuild a layer from :func:`layer_to_config`'s dict; only registered classes (no code runs).
-
-    Raises VolnetError naming ``where`` (the position in the nested config) on unknown types or bad
-    arguments.
-    """
-    if not isinstance(d, dict) or "type" not in d:
-        raise VolnetError(f"{where}: expected an object with a \"type\" (layer class name), got {_short(d)}")
-    name = d["type"]
-    types = layer_types()
-    if not isinstance(name, str) or name not in types:
-        raise VolnetError(f"{where}: unknown layer type {name!r}; known: {', '.join(sorted(types))}")
-    cfg = d.get("config", {})
-    if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
-        raise VolnetError(
-            f"{where}: \"config\" of {name} must be an object of keyword arguments, got {_short(cfg)}"
-        )
-    cls = types[name]
-    try:
-        if issubclass(cls, Container):
-            return cls.from_config(cfg, where=where)
-        return cls.from_config(cfg)
-    except VolnetError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise VolnetError(f"{where}: bad config for {name}: {e}") from None
-
-
-def _short(v: Any, n: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[: n - 3] + "..."
+# --------------------------------------------------------------------------- helpers
 
 
 def _check_name(name: Any) -> str:
@@ -167,17 +127,6 @@ def _check_name(name: Any) -> str:
             f"got {name!r}"
         )
     return name
-
-
-def _wrap_shape_error(e: ShapeError, name: str) -> ShapeError:
-    """Prefix the dotted layer path to a ShapeError raised inside a container (nested: path grows)."""
-    path = getattr(e, "layer_path", None)
-    base = getattr(e, "base_message", str(e))
-    full = name if path is None else f"{name}.{path}"
-    err = ShapeError(f"layer {full}: {base}")
-    err.layer_path = full  # type: ignore[attr-defined]
-    err.base_message = base  # type: ignore[attr-defined]
-    return err
 
 
 def _zero_grads(layer: Layer) -> None:
@@ -212,7 +161,7 @@ class Container(Layer):
         """(name, layer) of the direct children, in execution order."""
         raise NotImplementedError
 
-    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
         raise NotImplementedError
 
     @property
@@ -239,20 +188,36 @@ class Container(Layer):
                 out[f"{name}.{k}"] = v
         return out
 
+    def _not_settable(self, attr: str) -> None:
+        raise VolnetError(f"{type(self).__name__}.{attr} is a view of its layers' arrays; set them on the "
+                          f"layers (or update net.{attr}[name] in place)")
+
     @property
-    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def params(self) -> dict[str, np.ndarray]:
         """Trainable arrays by dotted name (the layers' own arrays: update in place)."""
         return self._flat("params")
 
+    @params.setter
+    def params(self, value: dict[str, np.ndarray]) -> None:
+        self._not_settable("params")
+
     @property
-    def grads(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def grads(self) -> dict[str, np.ndarray]:
         """Gradients of the last backward by dotted name (same keys as ``params``)."""
         return self._flat("grads")
 
+    @grads.setter
+    def grads(self, value: dict[str, np.ndarray]) -> None:
+        self._not_settable("grads")
+
     @property
-    def buffers(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def buffers(self) -> dict[str, np.ndarray]:
         """Non-trained saved state by dotted name (BN ``running_mean``/``running_var``)."""
         return self._flat("buffers")
+
+    @buffers.setter
+    def buffers(self, value: dict[str, np.ndarray]) -> None:
+        self._not_settable("buffers")
 
     # -- shapes ----------------------------------------------------------------------------------
     def layer_shapes(self, input_shape: Shape | None = None) -> list[Row]:
@@ -268,13 +233,13 @@ class Container(Layer):
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
         out: dict[str, Shape] = {}
         for name, layer, s_in, _ in self._trace(tuple(input_shape), "")[0]:
-            for k, s in layer.param_shapes(s_in).items():  # type: ignore[arg-type]
+            for k, s in layer.param_shapes(s_in).items():
                 out[f"{name}.{k}"] = s
         return out
 
     def macs(self, input_shape: Shape | None = None) -> int:
         """Multiply-adds per sample, summed over the leaves (CONV/LOCAL/FC; others count 0)."""
-        return sum(int(layer.macs(s_in)) for _, layer, s_in, _ in self.layer_shapes(input_shape))  # type: ignore[arg-type]
+        return sum(int(layer.macs(s_in)) for _, layer, s_in, _ in self.layer_shapes(input_shape))
 
     def num_params(self, input_shape: Shape | None = None) -> int:
         """Trainable numbers (allocated ones, or what ``input_shape`` would allocate)."""
@@ -294,20 +259,18 @@ class Container(Layer):
         return tuple(int(v) for v in input_shape)
 
     # -- building ------------------------------------------------------------------------------
-    def build(self, input_shape: Shape, seed: int | np.random.Generator | None = None,  # type: ignore[override]
+    def build(self, input_shape: Any, rng: np.random.Generator | int | None = None,
               dtype: Any = None) -> None:
-        """Check shapes through the whole net and allocate every parameter (He init).
+        """Check shapes through the whole net and allocate every parameter (He init): the Layer contract.
 
-        ``seed``: an int (default: the constructor's seed, 0) or a Generator (used by a parent container);
-        ``dtype``: float32 unless given. Raises ShapeError naming the first layer that does not fit.
-        Idempotent: layers already built keep their parameters.
+        ``rng``: a Generator (a parent container passes its own), an int seed, or None (the constructor's
+        seed, 0); ``dtype``: float32 unless given. Raises ShapeError naming the first layer that does not
+        fit. Idempotent: layers already built keep their parameters.
         """
         if dtype is not None and np.dtype(dtype) != self.dtype:
             self.astype(dtype)
-        if isinstance(seed, np.random.Generator):
-            rng = seed
-        else:
-            rng = np.random.default_rng(self.seed if seed is None else int(seed))
+        if not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(self.seed if rng is None else int(rng))
         input_shape = tuple(int(v) for v in input_shape)
         self._build_children(input_shape, rng)
         self.input_shape = input_shape
@@ -535,7 +498,7 @@ class Sequential(Container):
             raise KeyError(key)
         return self._items[key][1]
 
-    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
         rows: list[Row] = []
         shape = tuple(input_shape)
         for name, layer in self._items:
@@ -547,7 +510,7 @@ class Sequential(Container):
                     out = layer.output_shape(shape)
                     rows.append((f"{prefix}{name}", layer, shape, out))
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
             shape = out
         return rows, shape
 
@@ -559,12 +522,12 @@ class Sequential(Container):
                 layer.build(shape, rng, self.dtype)
                 shape = layer.output_shape(shape)
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
             if isinstance(layer, ReLU):  # in place where safe: saves an activation-sized copy
                 layer.auto_inplace = fresh
             fresh = layer.fresh_output
 
-    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
+    def forward(self, x: Any, train: bool | None = None) -> np.ndarray:
         """Run every layer in order; ``train=None`` uses the mode set by ``train()``/``eval()``."""
         train = self._mode(train)
         self._prepare(x)
@@ -589,7 +552,7 @@ class Sequential(Container):
         return {"layers": [{"name": n, **layer_to_config(layer)} for n, layer in self._items]}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], where: str = "net") -> Sequential:  # type: ignore[override]
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Sequential:
         layers = config.get("layers")
         if not isinstance(layers, list):
             raise VolnetError(f"{where}: Sequential config needs a \"layers\" list")
@@ -642,7 +605,10 @@ class Graph(Container):
         for i, n in enumerate(nodes):
             if isinstance(n, dict):
                 layer = layer_from_config(n, where=f"nodes[{i}]")
-                self.add(n.get("name"), layer, n.get("inputs"))  # type: ignore[arg-type]
+                name = n.get("name")
+                if not isinstance(name, str):
+                    raise VolnetError(f"Graph: nodes[{i}] needs a \"name\" string, got {_short(name)}")
+                self.add(name, layer, n.get("inputs"))
             elif isinstance(n, (tuple, list)) and len(n) in (2, 3):
                 self.add(*n)
             else:
@@ -748,20 +714,20 @@ class Graph(Container):
                     "nodes also read; use ReLU(inplace=False)"
                 )
 
-    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
         rows: list[Row] = []
         shapes: dict[str, Shape] = {"input": tuple(input_shape)}
         for name, (layer, inputs) in self._nodes.items():
             s_in: InShape = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
             try:
                 if isinstance(layer, Container):
-                    sub, out = layer._trace(s_in, f"{prefix}{name}.")  # type: ignore[arg-type]
+                    sub, out = layer._trace(s_in, f"{prefix}{name}.")
                     rows.extend(sub)
                 else:
-                    out = layer.output_shape(s_in)  # type: ignore[arg-type]
+                    out = layer.output_shape(s_in)
                     rows.append((f"{prefix}{name}", layer, s_in, out))
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
             shapes[name] = out
         return rows, shapes[self.output]
 
@@ -771,10 +737,10 @@ class Graph(Container):
         for name, (layer, inputs) in self._nodes.items():
             s_in = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
             try:
-                layer.build(s_in, rng, self.dtype)  # type: ignore[arg-type]
-                shapes[name] = layer.output_shape(s_in)  # type: ignore[arg-type]
+                layer.build(s_in, rng, self.dtype)
+                shapes[name] = layer.output_shape(s_in)
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
         _ = self.output
 
     def _last_use(self) -> dict[str, str]:
@@ -784,7 +750,7 @@ class Graph(Container):
                 last[i] = name
         return last
 
-    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
+    def forward(self, x: Any, train: bool | None = None) -> np.ndarray:
         """Evaluate the nodes in insertion order; values are dropped after their last consumer."""
         train = self._mode(train)
         self._prepare(x)
@@ -836,7 +802,7 @@ class Graph(Container):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], where: str = "net") -> Graph:  # type: ignore[override]
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Graph:
         nodes = config.get("nodes")
         if not isinstance(nodes, list):
             raise VolnetError(f"{where}: Graph config needs a \"nodes\" list")
@@ -868,3 +834,7 @@ class Graph(Container):
         parts = [f"{n} = {layer.token()}({', '.join(inputs)})" for n, (layer, inputs) in self._nodes.items()]
         out = f"; output {self.output}" if self._output is not None else ""
         return "; ".join(parts) + out
+
+
+for _cls in (Sequential, Graph, Add, Concat):
+    register(_cls)

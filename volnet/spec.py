@@ -638,5 +638,5 @@ def build(spec: str, seed: int = 0, input_shape: Any = None) -> Any:
     [(12, 32, 32), (12, 32, 32), (12, 16, 16), (10,)]
     """
     net, shape = unbuilt(spec, input_shape)
-    net.build(shape, seed=seed)
+    net.build(shape, seed)
     return net

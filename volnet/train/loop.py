@@ -325,8 +325,7 @@ class Trainer:
             raise ShapeError(f"the net takes {format_shape(net.input_shape)} inputs but "
                              f"{self.train_set.name} images are {format_shape(shape)}; build it for "
                              f"INPUT {format_shape(shape)}")
-        if isinstance(net, Container):
-            net.build(shape)
+        net.build(shape)  # containers and layers alike (idempotent)
         out = tuple(net.output_shape(shape))
         k = int(np.prod(out))
         if k != len(self.classes):
