@@ -58,6 +58,12 @@ class ConfigError(VolnetError):
         """The message with the setting called ``name`` (e.g. the CLI flag)."""
         return f"{name} must be {self.expected}, got {self.value!r}"
 
+    def with_name(self, name: str) -> ConfigError:
+        """The same error worded for the setting called ``name`` (same ``field``, ``value``, ``expected``)."""
+        err = ConfigError(self.field, self.value, self.expected)
+        err.args = (self.message_for(name),)
+        return err
+
 
 class TrainingError(VolnetError):
     """Training cannot go on: the loss became NaN/inf, or a checkpoint does not fit the run."""

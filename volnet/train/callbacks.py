@@ -41,8 +41,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from volnet.errors import TrainingError
-from volnet.train.checkpoint import CURVES, METRICS, RESULTS, read_trainer_json, write_json
+from volnet.errors import TrainingError, VolnetError
+from volnet.train.checkpoint import (
+    CURVES,
+    METRICS,
+    RESULTS,
+    read_trainer_json,
+    replace_run,
+    run_kind,
+    write_json,
+    write_marker,
+)
 from volnet.train.plots import plot_curves
 
 if TYPE_CHECKING:
@@ -132,6 +141,56 @@ class CallbackList(Callback):
 
 
 # ------------------------------------------------------------------------------------------ built-ins
+
+class RunMarker(Callback):
+    """Claims ``trainer.out_dir`` for the run: refuses a folder that is neither empty nor a volnet run
+    (volnet never replaces files it did not write) and writes the run marker listing what it owns."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        out = trainer.out_dir
+        if out is None:
+            return
+        if run_kind(out) == "foreign":
+            raise VolnetError(f"out_dir {out} is not empty and not a volnet run; volnet never replaces files "
+                              "it did not write: choose a new or empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out)
+
+
+class ReplaceRun(Callback):
+    """Replace the run in ``out`` only once the new one has its first checkpoint: the trainer writes into
+    a staging folder (its ``out_dir``, inside ``out``) until ``last/`` exists there; then the old run's own
+    files are swapped for the new ones (:func:`~volnet.train.checkpoint.replace_run`) and ``out_dir``
+    becomes ``out``. A run that fails before leaves the old one as it was (the staging folder removed)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.done = False
+
+    def _swap_if_ready(self, trainer: Trainer, force: bool = False) -> None:
+        stage = trainer.out_dir
+        if self.done or stage is None or not (force or (stage / "last").is_dir()):
+            return
+        replace_run(stage, self.out)
+        trainer.out_dir = self.out
+        self.done = True
+
+    def on_step_end(self, trainer: Trainer, log: StepLog) -> None:
+        self._swap_if_ready(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._swap_if_ready(trainer)
+
+    def on_train_end(self, trainer: Trainer, status: str) -> None:
+        if status == "failed":
+            if not self.done and trainer.out_dir is not None:
+                import shutil
+
+                shutil.rmtree(trainer.out_dir, ignore_errors=True)
+                trainer.out_dir = self.out
+            return
+        self._swap_if_ready(trainer, force=status == "done")
+
 
 class FrozenBN(Callback):
     """BN layers whose ``w``/``b`` are frozen keep their running statistics: the values at the start are
@@ -363,7 +422,9 @@ class FinalTest(Callback):
 
 
 def standard(best: BestModel, progress: bool) -> list[Callback]:
-    """The built-in callbacks in the order they run: frozen BN statistics back, the NaN guard, the best
-    model (``best``), checkpoints, metrics, the final test, then the progress output (when ``progress``)."""
-    cbs: list[Callback] = [FrozenBN(), NaNGuard(), best, ModelCheckpoint(), MetricsLog(), FinalTest()]
+    """The built-in callbacks in the order they run: the run marker, frozen BN statistics back, the NaN
+    guard, the best model (``best``), checkpoints, metrics, the final test, then the progress output (when
+    ``progress``)."""
+    cbs: list[Callback] = [RunMarker(), FrozenBN(), NaNGuard(), best, ModelCheckpoint(), MetricsLog(),
+                           FinalTest()]
     return cbs + ([Progress()] if progress else [])

@@ -57,6 +57,103 @@ def fingerprint(ds: Dataset | None) -> dict[str, Any] | None:
     return {"n": len(ds), "shape": list(ds.shape), "y_crc32": crc}
 
 
+# ------------------------------------------------------------------------------------------ run directory
+
+STAGE_PREFIX = ".volnet-new-"  # a new run trains here, inside the old run's folder, until its 1st checkpoint
+TRASH_PREFIX = ".volnet-old-"  # the old run's files, for the moment of the swap
+
+
+def run_kind(out: str | os.PathLike[str]) -> str:
+    """What the folder ``out`` is: ``"new"`` (absent or empty), ``"run"`` (a volnet run: its marker, or a
+    ``last/trainer.json`` of a run made before markers existed) or ``"foreign"`` (anything else)."""
+    p = Path(out)
+    if not p.exists() and not p.is_symlink():
+        return "new"
+    if not p.is_dir():
+        return "foreign"
+    try:
+        names = [c.name for c in p.iterdir()]
+    except OSError:
+        return "foreign"
+    if not names:
+        return "new"
+    if (p / RUN_MARKER).is_file() or (p / "last" / TRAINER_JSON).is_file():
+        return "run"
+    return "foreign"
+
+
+def check_out_dir(out: str | os.PathLike[str], overwrite: bool) -> str:
+    """Refuse, before anything is built or written, an ``out`` that is not a volnet run and not empty, or
+    a run without ``overwrite``. Returns :func:`run_kind`."""
+    p = Path(out)
+    kind = run_kind(p)
+    if kind == "foreign":
+        if p.exists() and not p.is_dir():
+            raise VolnetError(f"--out {p} is a file, not a folder; choose a new or empty folder")
+        first = sorted(c.name for c in p.iterdir())[:3]
+        raise VolnetError(f"--out {p} is not empty ({', '.join(first)}, ...) and not a volnet run; volnet "
+                          "never replaces files it did not write: choose a new or empty folder")
+    if kind == "run" and not overwrite:
+        raise VolnetError(f"{p} already holds a run; continue it with --resume {p}, replace it with "
+                          "--overwrite or choose another --out")
+    return kind
+
+
+def write_marker(out: Path) -> None:
+    """Write ``out/volnet-run.json``: the names this run owns (what --overwrite may replace)."""
+    write_json(out / RUN_MARKER, {"format": RUN_FORMAT, "version": 1, "files": list(RUN_FILES)})
+
+
+def owned(out: str | os.PathLike[str]) -> list[Path]:
+    """The paths in ``out`` that a volnet run wrote: the names its marker lists (only names volnet
+    writes are taken from it), the marker, and left-over staging folders. A run made before markers owns
+    ``last/``, ``best/`` (each only with a ``trainer.json``) and the run files."""
+    p = Path(out)
+    names: list[str] = []
+    marker = p / RUN_MARKER
+    if marker.is_file():
+        try:
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+            listed = doc.get("files", []) if isinstance(doc, dict) else []
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            listed = []
+        names = [n for n in listed if isinstance(n, str) and n in RUN_FILES] if isinstance(listed, list) \
+            else []
+        names.append(RUN_MARKER)
+    else:
+        names = [n for n in RUN_FILES if n not in ("last", "best") or (p / n / TRAINER_JSON).is_file()]
+    out_paths = [p / n for n in dict.fromkeys(names) if (p / n).exists() or (p / n).is_symlink()]
+    stale = [c for c in p.iterdir() if c.is_dir() and not c.is_symlink()
+             and c.name.startswith((STAGE_PREFIX, TRASH_PREFIX))] if p.is_dir() else []
+    return out_paths + stale
+
+
+def stage_dir(out: Path) -> Path:
+    """A fresh staging folder inside the run folder ``out`` (where a replacing run trains at first)."""
+    import secrets
+
+    stage = out / f"{STAGE_PREFIX}{secrets.token_hex(4)}"
+    stage.mkdir()
+    return stage
+
+
+def replace_run(stage: Path, out: Path) -> None:
+    """Swap the new run in ``stage`` for the old run in ``out``: the old run's own files are moved aside,
+    the new ones moved in, then the old ones deleted (files of the user's in ``out`` stay as they are).
+    A crash in between leaves both copies on disk."""
+    import secrets
+
+    trash = out / f"{TRASH_PREFIX}{secrets.token_hex(4)}"
+    trash.mkdir()
+    for path in owned(out):
+        if path != stage and path != trash:
+            os.replace(path, trash / path.name)
+    for path in stage.iterdir():
+        os.replace(path, out / path.name)
+    stage.rmdir()
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------ writing
 
 def write_checkpoint(path: Path, net: Any, state: dict[str, Any],

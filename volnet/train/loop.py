@@ -52,6 +52,7 @@ from volnet.train.callbacks import BestModel, Callback, CallbackList, StepLog, a
 from volnet.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    Checkpoint,
     fingerprint,
     read_checkpoint,
     write_checkpoint,
@@ -276,19 +277,20 @@ class Trainer:
         return write_checkpoint(self.out_dir / which, self.net, self.state(), opt)
 
     @classmethod
-    def resume(cls, run: str | os.PathLike[str], train: Dataset, val: Dataset | None = None,
+    def resume(cls, run: str | os.PathLike[str] | Checkpoint, train: Dataset, val: Dataset | None = None,
                test: Dataset | None = None, *, epochs: int | None = None,
                out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
                callbacks: Iterable[AnyCallback] = (), info: dict[str, Any] | None = None,
                save_every: int | None = None, eval_batch_size: int | None = None) -> Trainer:
-        """A trainer continuing the checkpoint ``run/last`` (or the checkpoint directory ``run``).
+        """A trainer continuing the checkpoint ``run/last`` (or the checkpoint directory ``run``, or a
+        :class:`~volnet.train.checkpoint.Checkpoint` already read with ``read_checkpoint``).
 
         The whole checkpoint is read and checked first (nothing is written before :meth:`fit`).
         ``train``/``val`` must be the same data as before (checked by size and a label checksum).
         ``epochs`` may extend the run (the schedule then differs from the original run); ``save_every``
         and ``eval_batch_size`` may change; everything else comes from the checkpoint.
         """
-        ck = read_checkpoint(run)
+        ck = run if isinstance(run, Checkpoint) else read_checkpoint(run)
         doc = ck.doc
         for key, ds in (("train", train), ("val", val)):
             want = doc["data"].get(key)
