@@ -197,38 +197,20 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
 
 # ------------------------------------------------------------------------------------------ model
 
-def _exists(path: str, test: Any) -> bool:
-    try:
-        return bool(test(path))
-    except (OSError, ValueError):
-        return False
-
-
-def _zoo_key(arg: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z][\w-]*", arg.strip()):
-        return None
-    try:
-        from volnet import zoo
-    except ImportError:
-        return None
-    try:
-        return zoo.lookup(arg)
-    except VolnetError:
-        return None
-
-
 def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 0,
                 init: dict[str, Any] | None = None) -> Any:
     """The net for ``--model``: ``default``, a model/run directory, a spec file, a zoo name or a spec.
 
     ``init`` (:func:`read_init`) picks the stem of a zoo ResNet: the one of the weights to be loaded.
     """
+    from volnet.cli.model_arg import not_a_zoo_name, resolve_model_arg
     from volnet.spec import format_shape
-    from volnet.train import DEFAULT_MODEL, adapt_spec, load_trained
+    from volnet.train import adapt_spec, load_trained
 
-    if arg.strip().lower() == "default":
-        text = adapt_spec(DEFAULT_MODEL, shape, num_classes)
-    elif _exists(arg, os.path.isdir):
+    m = resolve_model_arg(arg, allow_default=True)
+    if m.kind == "default":
+        text = adapt_spec(m.text, shape, num_classes)
+    elif m.kind == "dir":
         net = load_trained(arg).net
         if tuple(net.input_shape) != tuple(shape):
             raise ShapeError(f"model {arg} takes {format_shape(net.input_shape)} images but the data are "
@@ -241,11 +223,10 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
             replace_head(net, num_classes, seed=seed)
         net.train()
         return net
-    elif _exists(arg, os.path.isfile):
-        text = "\n".join(ln for ln in Path(arg).read_text(encoding="utf-8").splitlines()
-                         if not ln.lstrip().startswith("#"))
-    elif (key := _zoo_key(arg)) is not None:
+    elif m.kind == "zoo":
         from volnet import zoo
+
+        key = m.text
 
         options: dict[str, Any] = {}
         if init is not None and key.startswith("resnet"):
@@ -257,7 +238,7 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
         except ShapeError as e:
             raise ShapeError(str(e).split("\n", 1)[0]) from None
     else:
-        text = arg
+        text = m.text
     from volnet.spec import build, input_shape_of, items_of
 
     try:
@@ -272,15 +253,9 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
         return build(text, seed=seed, input_shape=tuple(shape))
     except SpecError as e:
         first = str(e).split("\n", 1)[0]
-        if re.fullmatch(r"[A-Za-z][\w]*", arg.strip()) and not re.search(r"\d+-\d", arg):
-            try:
-                from volnet import zoo
-
-                zoo.lookup(arg)
-            except VolnetError as z:  # a mistyped zoo name: "unknown zoo model 'vgg17'; did you mean ..."
-                raise SpecError(f"--model {arg!r} is not a spec, file or model directory; {z}") from None
-            except ImportError:
-                pass
+        z = not_a_zoo_name(arg)  # a mistyped zoo name: "unknown zoo model 'vgg17'; did you mean ..."
+        if z is not None:
+            raise SpecError(f"--model {arg!r} is not a spec, file or model directory; {z}") from None
         hint = "" if "->" in arg or " " in arg.strip() else \
             " (not a zoo name, file or model directory either)"
         raise SpecError(f"--model {arg!r}: {first}{hint}") from None
