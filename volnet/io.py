@@ -14,17 +14,15 @@ classes (:func:`volnet.registry.layer_types`), so a model file never executes co
 raises :class:`volnet.ModelFileError` with one line naming it.
 
 Writes go to a temporary sibling (file or directory) that is renamed over the target, so a crash leaves
-either the old model or the new one, never a mix. :func:`atomic_write_bytes` / :func:`atomic_write_text`
-do the same for single files (trainer checkpoints, metrics).
+either the old model or the new one, never a mix (:mod:`volnet.atomic`, whose ``atomic_write_bytes`` /
+``atomic_write_text`` are re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
 import zipfile
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from volnet.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, replace_dir, temp_name, write_file
 from volnet.errors import ModelFileError, VolnetError
 from volnet.layers.base import Layer
 
@@ -40,64 +39,11 @@ VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
 _OWN_FILES = {MODEL_JSON, WEIGHTS}
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_dir", "load", "npz_bytes", "read_npz",
+           "replace_dir", "save", "write_file"]
 
 
 # --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename (best effort: not every platform can open a directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same directory, fsync, ``os.replace``.
-
-    Readers see the old content or the new one, never a partial file; on error the temp file is removed
-    and the old file is untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ModelFileError(
-            f"cannot write {path}: the directory {path.parent} does not exist; create it first"
-        )
-    tmp = _temp_name(path, ".tmp")
-    # O_EXCL: never follow or reuse an existing file; mode 0o666 & ~umask, as open() would create it
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
-    """:func:`atomic_write_bytes` for text."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def _temp_name(path: Path, suffix: str) -> Path:
-    """A fresh hidden sibling name of ``path`` (same directory, so renames stay atomic)."""
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it (for files inside a directory swapped in whole)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -105,24 +51,6 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
-
-
-def replace_dir(tmp: Path, path: Path) -> None:
-    """Rename the finished directory ``tmp`` over ``path``: an existing ``path`` is renamed away first
-    (and put back if the rename fails), then removed; the parent directory is fsynced."""
-    old: Path | None = None
-    if path.exists():
-        old = _temp_name(path, ".old")
-        os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        if old is not None:  # put the previous directory back
-            os.rename(old, path)
-        raise
-    _fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_replaceable(path: Path) -> bool:
@@ -148,12 +76,12 @@ def atomic_write_dir(path: str | os.PathLike[str], files: dict[str, bytes]) -> N
             f"refusing to overwrite it: choose another path"
         )
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path, ".tmp")
+    tmp = temp_name(path, ".tmp")
     os.mkdir(tmp)  # permissions from the umask, like any directory the user creates
     try:
         for name, data in files.items():
             write_file(tmp / name, data)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

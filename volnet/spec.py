@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from volnet.errors import ShapeError, SpecError, VolnetError
+from volnet.layers.base import format_shape as _format_shape
 
 Shape = tuple[int, ...]
 
@@ -513,13 +514,9 @@ def parse_shape(text: str | tuple[int, ...] | list[int]) -> Shape:
 
 
 def format_shape(shape: Shape) -> str:
-    """``(C, H, W)`` -> ``"[WxHxD]"`` (the notes' order); ``(N,)`` -> ``"[1x1xN]"`` as the notes print FC."""
-    s = tuple(int(v) for v in shape)
-    if len(s) == 3:
-        return f"[{s[2]}x{s[1]}x{s[0]}]"
-    if len(s) == 1:
-        return f"[1x1x{s[0]}]"
-    return "[" + "x".join(str(v) for v in s) + "]"
+    """``(C, H, W)`` -> ``"[WxHxD]"`` (the notes' order); ``(N,)`` -> ``"[1x1xN]"`` as the notes print FC
+    (:func:`volnet.layers.base.format_shape`)."""
+    return _format_shape(shape, vector_as_volume=True)
 
 
 def _default_pad(kwargs: dict[str, Any]) -> int | tuple[int, int]:

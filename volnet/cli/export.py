@@ -66,13 +66,14 @@ def resolve(arg: str, num_classes: int | None, input_shape: str | None, seed: in
 
 
 def run(args: argparse.Namespace) -> int:
+    from volnet.layers.base import format_shape
     from volnet.onnx_io import export_onnx
 
     net = resolve(args.model, args.num_classes, args.input, args.seed)
     export_onnx(net, args.out, opset=args.opset, seed=args.seed)
     shape = tuple(net.input_shape)
     size = os.path.getsize(args.out)
-    print(f"wrote {args.out}: {net.num_params():,} parameters, input [{shape[2]}x{shape[1]}x{shape[0]}] "
+    print(f"wrote {args.out}: {net.num_params():,} parameters, input {format_shape(shape)} "
           f"(N x {shape[0]} x {shape[1]} x {shape[2]} as 'input'), opset {args.opset}, "
           f"{size / 1024**2:.1f} MB")
     return 0

@@ -14,6 +14,24 @@ Shape = tuple[int, ...]  # per-sample shape: (C, H, W) for volumes, (N_features,
 InShape = Shape | list[Shape]  # what a layer takes: a Shape, or one per input for a ``multi_input`` layer
 
 
+def format_shape(shape: InShape, vector_as_volume: bool = False) -> str:
+    """The one shape formatter: a per-sample shape in the notes' notation, (C, H, W) -> ``[WxHxD]``;
+    (N,) -> ``[N]`` (``[1x1xN]`` with ``vector_as_volume``, as the notes print FC outputs); a list of
+    shapes (a merge layer's inputs) comma-separated.
+
+    >>> format_shape((3, 32, 16)), format_shape((10,)), format_shape((10,), vector_as_volume=True)
+    ('[16x32x3]', '[10]', '[1x1x10]')
+    """
+    if isinstance(shape, list):
+        return ", ".join(format_shape(s, vector_as_volume) for s in shape)
+    s = tuple(int(v) for v in shape)
+    if len(s) == 3:
+        return f"[{s[2]}x{s[1]}x{s[0]}]"
+    if len(s) == 1 and vector_as_volume:
+        return f"[1x1x{s[0]}]"
+    return "[" + "x".join(str(v) for v in s) + "]"
+
+
 class Layer:
     """Base class: stateless layers only override ``forward``/``backward``/``output_shape``.
 

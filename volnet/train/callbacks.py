@@ -306,7 +306,7 @@ class MetricsLog(Callback):
         self.warned = False
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        from volnet.io import atomic_write_text
+        from volnet.atomic import atomic_write_text
 
         out = trainer.out_dir
         if out is None:

@@ -163,7 +163,8 @@ def write_checkpoint(path: Path, net: Any, state: dict[str, Any],
 
     Raises TrainingError, leaving ``path`` as it was, when a parameter holds NaN/inf.
     """
-    from volnet.io import npz_bytes, replace_dir, save, write_file
+    from volnet.atomic import replace_dir, write_file
+    from volnet.io import npz_bytes, save
 
     bad = [k for k, v in net.params.items() if not np.all(np.isfinite(v))]
     if bad:
@@ -188,7 +189,7 @@ def write_checkpoint(path: Path, net: Any, state: dict[str, Any],
 
 def write_json(path: Path, doc: Any) -> None:
     """One JSON file, atomically (``results.json``, the run marker)."""
-    from volnet.io import atomic_write_text
+    from volnet.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 

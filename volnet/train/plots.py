@@ -25,7 +25,7 @@ def _pyplot() -> Any:
 
 def _save_figure(plt: Any, fig: Any, path: Path) -> bool:
     """Lay out, write ``path`` atomically (PNG) and close ``fig``."""
-    from volnet.io import atomic_write_bytes
+    from volnet.atomic import atomic_write_bytes
 
     try:
         fig.tight_layout()
