@@ -12,6 +12,11 @@ from pathlib import Path
 class VolnetError(ValueError):
     """Base class of every user-facing volnet error."""
 
+    @property
+    def line(self) -> str:
+        """The one-line message (a spec error adds a caret display below it, which this leaves out)."""
+        return str(self).split("\n", 1)[0]
+
 
 class ShapeError(VolnetError):
     """A layer does not fit its input: (W - F + 2P)/S + 1 is not a positive integer, or depths differ.
@@ -23,6 +28,10 @@ class ShapeError(VolnetError):
 
     layer_path: str | None = None
     base_message: str | None = None
+    #: set by :func:`volnet.ops.sizes.output_size` when choosing ``fit`` (crop or pad) is one fix; ``detail``
+    #: is then the message without that advice, so the notation can word it its own way
+    fit_hint: bool = False
+    detail: str | None = None
 
     def at(self, name: str) -> ShapeError:
         """This error raised again one container up: the path is prefixed by ``name``."""

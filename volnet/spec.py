@@ -551,15 +551,11 @@ def to_layers(items: list[Item]) -> list[Any]:
         try:
             out.append(_make_layer(item))
         except VolnetError as e:
-            raise _error(f"layer {i + 1} {item.text!r}: {_first_line(e)}", item.source, item.pos, item.end,
+            raise _error(f"layer {i + 1} {item.text!r}: {e.line}", item.source, item.pos, item.end,
                          type(e)) from e
         except (ValueError, TypeError) as e:
             raise _error(f"layer {i + 1} {item.text!r}: {e}", item.source, item.pos, item.end) from e
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).split("\n", 1)[0]
 
 
 def input_shape_of(items: list[Item], input_shape: Any = None) -> Shape:
@@ -581,10 +577,9 @@ def _shapes(items: list[Item], layers: list[Any], shape: Shape) -> list[LayerSha
         except VolnetError as e:
             cls = type(e) if isinstance(e, (ShapeError, SpecError)) else ShapeError
             # in the notation the choice is a word after the layer, not the Python keyword fit=
-            msg = _first_line(e).replace(
-                "choose fit='floor' (crop) / fit='ceil' (pad the rest)",
-                f"write '{item.text} floor' (crop) or '{item.text} ceil' (pad the rest)",
-            )
+            fit = isinstance(e, ShapeError) and e.fit_hint and e.detail is not None
+            msg = f"{e.detail}; or write '{item.text} floor' (crop) or '{item.text} ceil' (pad the rest)" \
+                if fit else e.line
             raise _error(
                 f"layer {i + 1} {item.text!r} on input {format_shape(shape)}: {msg}",
                 item.source, item.pos, item.end, cls,

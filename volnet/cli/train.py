@@ -236,7 +236,7 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
         try:
             return zoo.get(key, num_classes=num_classes, input_shape=shape, seed=seed, **options)
         except ShapeError as e:
-            raise ShapeError(str(e).split("\n", 1)[0]) from None
+            raise ShapeError(e.line) from None
     else:
         text = m.text
     from volnet.spec import build, input_shape_of, items_of
@@ -252,7 +252,7 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
                              f"{format_shape(shape)}; write INPUT {format_shape(shape)} (or leave INPUT out)")
         return build(text, seed=seed, input_shape=tuple(shape))
     except SpecError as e:
-        first = str(e).split("\n", 1)[0]
+        first = e.line
         z = not_a_zoo_name(arg)  # a mistyped zoo name: "unknown zoo model 'vgg17'; did you mean ..."
         if z is not None:
             raise SpecError(f"--model {arg!r} is not a spec, file or model directory; {z}") from None
@@ -260,7 +260,7 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
             " (not a zoo name, file or model directory either)"
         raise SpecError(f"--model {arg!r}: {first}{hint}") from None
     except ShapeError as e:
-        raise ShapeError(str(e).split("\n", 1)[0]) from None
+        raise ShapeError(e.line) from None
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
