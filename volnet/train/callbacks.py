@@ -46,6 +46,7 @@ from volnet.train.checkpoint import (
     CURVES,
     METRICS,
     RESULTS,
+    clean_stale,
     read_trainer_json,
     replace_run,
     run_kind,
@@ -154,6 +155,7 @@ class RunMarker(Callback):
             raise VolnetError(f"out_dir {out} is not empty and not a volnet run; volnet never replaces files "
                               "it did not write: choose a new or empty folder")
         out.mkdir(parents=True, exist_ok=True)
+        clean_stale(out)  # half-written temporaries of a run killed while writing (kill -9, power cut)
         write_marker(out)
 
 

@@ -99,6 +99,26 @@ def check_out_dir(out: str | os.PathLike[str], overwrite: bool) -> str:
     return kind
 
 
+def _is_stale_temp(name: str) -> bool:
+    """A temporary name volnet gives a run file while writing it (``.last.<random>.tmp``, ...)."""
+    return name.startswith(".") and name.endswith((".tmp", ".old", ".part")) and any(
+        name.startswith(f".{n}.") for n in (*RUN_FILES, RUN_MARKER))
+
+
+def clean_stale(out: Path) -> list[str]:
+    """Remove what a killed run left half-written in ``out`` (volnet's own temporary names only: the
+    checkpoints themselves are whole, old or new); returns the names removed."""
+    gone = []
+    for c in out.iterdir() if out.is_dir() else ():
+        if _is_stale_temp(c.name) and not c.is_symlink():
+            if c.is_dir():
+                shutil.rmtree(c, ignore_errors=True)
+            else:
+                c.unlink(missing_ok=True)
+            gone.append(c.name)
+    return gone
+
+
 def write_marker(out: Path) -> None:
     """Write ``out/volnet-run.json``: the names this run owns (what --overwrite may replace)."""
     write_json(out / RUN_MARKER, {"format": RUN_FORMAT, "version": 1, "files": list(RUN_FILES)})
