@@ -15,7 +15,7 @@ train: $(STAMP)
 	$(BIN)/volnet train --model default --data fashion-mnist --epochs 5 --augment flip --out runs/default --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --doctest-modules volnet
 
 lint: $(STAMP)
 	$(BIN)/ruff check volnet tests benchmarks

@@ -150,7 +150,7 @@ def small_resnet():
     g.add("gap", GlobalAvgPool(), out)
     g.add("flatten", Flatten())
     g.add("fc", FC(10))
-    g.build((3, 32, 32), seed=0)
+    g.build((3, 32, 32), 0)
     return g
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,16 +62,41 @@ def torch_or_skip():
     return torch
 
 
-def assert_filter_grads_match_torch(out, dx, dw, db, ot, xt, wt, bt, context, tol: float = 1e-4) -> None:
-    """Shared assertions of the CONV and LOCAL PyTorch-agreement tests: float32 kept, forward and every
-    gradient within ``tol`` (max |a - b| / max |b|); db is None exactly when there is no bias."""
-    assert out.dtype == dx.dtype == dw.dtype == np.float32
-    assert out.shape == tuple(ot.shape), context
-    assert max_rel(out, ot.detach().numpy()) < tol, context
-    assert max_rel(dx, xt.grad.numpy()) < tol, context
-    assert max_rel(dw, wt.grad.numpy()) < tol, context
-    if bt is None:
-        assert db is None
-    else:
-        assert db.dtype == np.float32
-        assert max_rel(db, bt.grad.numpy()) < tol, context
+def check_vs_torch(
+    forward: Callable[[], tuple[np.ndarray, Any]],
+    backward: Callable[[np.ndarray, Any], dict[str, np.ndarray | None]],
+    torch_fn: Callable[[dict[str, Any], Any], Any],
+    inputs: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> float:
+    """The PyTorch oracle of every op family: forward and every gradient against autograd.
+
+    ``forward()`` runs our op (``(out, cache)``); a random upstream gradient ``dout`` (standard normal, in
+    ``out``'s dtype, drawn from ``rng``) goes through ``backward(dout, cache)`` (``{input name: gradient}``;
+    None for an input that is absent, e.g. no bias) and through ``torch_fn(tensors, cache)`` (the same
+    inputs as tensors requiring grad; ``cache`` lends geometry). Asserts the dtype is kept (out and every
+    gradient in the inputs' float dtype), the shapes agree, and no gradient is missing or extra. Returns
+    the largest relative error (max |a - b| / max |b|) of the output and the gradients; the caller takes
+    the worst over its configurations and asserts it against its tolerance.
+    """
+    torch = torch_or_skip()
+    out, cache = forward()
+    dtype = next(v.dtype for v in inputs.values() if np.issubdtype(v.dtype, np.floating))
+    assert out.dtype == dtype, f"output dtype {out.dtype}, inputs {dtype}"
+    dout = rng.standard_normal(out.shape).astype(out.dtype)
+    grads = backward(dout, cache)
+    tensors = {k: torch.tensor(v, requires_grad=bool(np.issubdtype(v.dtype, np.floating)))
+               for k, v in inputs.items()}
+    ot = torch_fn(tensors, cache)
+    ot.backward(torch.tensor(dout))
+    assert out.shape == tuple(ot.shape), f"shape {out.shape} vs torch {tuple(ot.shape)}"
+    errs = [max_rel(out, ot.detach().numpy())]
+    for k, g in grads.items():
+        if k not in inputs:
+            assert g is None, f"gradient for the absent input {k!r}"
+            continue
+        assert g is not None and g.dtype == dtype, f"gradient of {k}: {None if g is None else g.dtype}"
+        errs.append(max_rel(g, tensors[k].grad.numpy()))
+    missing = [k for k, t in tensors.items() if k not in grads and t.requires_grad]
+    assert not missing, f"no gradient for {missing}"
+    return max(errs)

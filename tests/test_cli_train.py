@@ -92,26 +92,26 @@ def test_predict_top5_for_image_files(digits_run, capsys, tmp_path) -> None:
 
 
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path, capsys, monkeypatch) -> None:
-    from volnet.train import Trainer
+    from volnet.train.callbacks import ModelCheckpoint
 
     base = ["train", "--model", SMALL, "--data", "synthetic", "--num-classes", "10", "--epochs", "2",
             "--batch", "32", "--quiet"]
     assert _run(capsys, *base, "--out", tmp_path / "a")[0] == 0
 
     calls = {"n": 0}
-    real = Trainer._call
+    real = ModelCheckpoint.on_step_end
 
-    def interrupt(self, event):
-        real(self, event)
+    def interrupt(self, trainer, log):  # after the 20th step, as a user's Ctrl-C would
+        real(self, trainer, log)
         calls["n"] += 1
         if calls["n"] == 20:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "_call", interrupt)
+    monkeypatch.setattr(ModelCheckpoint, "on_step_end", interrupt)
     rc, _, err = _run(capsys, *base, "--out", tmp_path / "b")
     assert rc == 130
     assert err.strip().count("\n") == 0 and f"volnet train --resume {tmp_path / 'b'}" in err
-    monkeypatch.setattr(Trainer, "_call", real)
+    monkeypatch.setattr(ModelCheckpoint, "on_step_end", real)
     rc, _, err = _run(capsys, "train", "--resume", tmp_path / "b", "--quiet", "--lr", "5")
     assert rc == 0 and "ignoring --lr" in err
     a, b = load_trained(tmp_path / "a" / "last").net, load_trained(tmp_path / "b" / "last").net

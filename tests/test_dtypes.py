@@ -73,7 +73,7 @@ def test_training_step_stays_float32(make, opt_cls, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 8, 8), dtype=np.float32)
     y = rng.integers(0, 10, 4)
-    net.build((3, 8, 8), seed=0)
+    net.build((3, 8, 8), 0)
     assert all(p.dtype == np.float32 for p in net.params.values())
     seen = _record(net)
     if make is _small_net:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import grad_check, max_rel, torch_or_skip
+from tests.helpers import check_vs_torch, grad_check, max_rel, torch_or_skip
 from volnet.errors import ShapeError
 from volnet.ops.activations import relu_backward, relu_forward, softmax, softmax_backward, softmax_forward
 from volnet.ops.fc import fc_backward, fc_forward
@@ -55,16 +55,10 @@ def test_fc_matches_torch():
         D = int(np.prod(shape[1:]))
         w = (rng.standard_normal((out_f, D)) / np.sqrt(D)).astype(np.float32)
         b = rng.standard_normal(out_f).astype(np.float32)
-        out, cache = fc_forward(x, w, b)
-        dout = rng.standard_normal(out.shape).astype(np.float32)
-        dx, dw, db = fc_backward(dout, cache)
-        for a in (out, dx, dw, db):
-            assert a.dtype == np.float32
-        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-        ot = torch.nn.functional.linear(xt.flatten(1), wt, bt)
-        ot.backward(torch.tensor(dout))
-        err = max(max_rel(out, ot.detach().numpy()), max_rel(dx, xt.grad.numpy()),
-                  max_rel(dw, wt.grad.numpy()), max_rel(db, bt.grad.numpy()))
+        err = check_vs_torch(lambda: fc_forward(x, w, b),
+                             lambda d, cache: dict(zip("xwb", fc_backward(d, cache))),
+                             lambda t, _: torch.nn.functional.linear(t["x"].flatten(1), t["w"], t["b"]),
+                             {"x": x, "w": w, "b": b}, rng)
         if err > worst:
             worst, worst_cfg = err, (shape, out_f)
     print(f"fc: largest relative error vs torch {worst:.2e} at {worst_cfg}")
@@ -109,14 +103,9 @@ def test_relu_matches_torch():
         shape = tuple(rng.integers(1, 6, size=int(rng.integers(1, 5))).tolist())
         x = rng.standard_normal(shape).astype(np.float32)
         x.flat[0] = 0.0  # the kink: gradient 0, as torch
-        out, cache = relu_forward(x.copy())
-        dout = rng.standard_normal(shape).astype(np.float32)
-        dx = relu_backward(dout, cache)
-        assert out.dtype == dx.dtype == np.float32
-        xt = torch.tensor(x, requires_grad=True)
-        ot = torch.relu(xt)
-        ot.backward(torch.tensor(dout))
-        worst = max(worst, max_rel(out, ot.detach().numpy()), max_rel(dx, xt.grad.numpy()))
+        worst = max(worst, check_vs_torch(lambda: relu_forward(x.copy()),
+                                          lambda d, cache: {"x": relu_backward(d, cache)},
+                                          lambda t, _: torch.relu(t["x"]), {"x": x}, rng))
     print(f"relu: largest relative error vs torch {worst:.2e}")
     assert worst < 1e-4
 
@@ -143,14 +132,9 @@ def test_softmax_stable_and_matches_torch():
         # Logit scale <= 5: with near one-hot rows the float32 gradient is ill-conditioned (torch's own
         # float32 result is then ~1e-3 off its float64 one); that regime is checked in float64 below.
         s = (rng.standard_normal(shape) * rng.uniform(0.1, 5)).astype(np.float32)
-        p, cache = softmax_forward(s)
-        dout = rng.standard_normal(shape).astype(np.float32)
-        ds = softmax_backward(dout, cache)
-        assert p.dtype == ds.dtype == np.float32
-        st = torch.tensor(s, requires_grad=True)
-        pt = torch.softmax(st, dim=1)
-        pt.backward(torch.tensor(dout))
-        worst = max(worst, max_rel(p, pt.detach().numpy()), max_rel(ds, st.grad.numpy()))
+        worst = max(worst, check_vs_torch(lambda: softmax_forward(s),
+                                          lambda d, cache: {"s": softmax_backward(d, cache)},
+                                          lambda t, _: torch.softmax(t["s"], dim=1), {"s": s}, rng))
     print(f"softmax: largest relative error vs torch {worst:.2e}")
     assert worst < 1e-4
     for _ in range(10):  # extreme logits, float64

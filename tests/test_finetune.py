@@ -171,7 +171,7 @@ def test_trainer_frozen_params_and_bn_statistics(update_bn) -> None:
     for k in ("conv2.w", "bn2.w", "fc1.w", "bn2.running_mean"):
         assert not np.array_equal(end[k], start[k]), k
     assert np.array_equal(end["bn1.running_mean"], start["bn1.running_mean"]) is not update_bn
-    assert t.config()["frozen"] == sorted(frozen)
+    assert t.config.frozen == sorted(frozen) and t.state()["config"]["frozen"] == sorted(frozen)
 
 
 def test_trainer_rejects_bad_frozen_names() -> None:

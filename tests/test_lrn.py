@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import grad_check, max_rel, torch_or_skip
+from tests.helpers import check_vs_torch, grad_check, torch_or_skip
 from volnet.errors import ShapeError
 from volnet.ops.lrn import lrn_backward, lrn_forward
 
@@ -33,14 +33,9 @@ def test_lrn_matches_torch():
         kw = dict(size=int(rng.integers(1, 8)), alpha=float(10 ** rng.uniform(-4, 0)),
                   beta=float(rng.uniform(0.2, 1.5)), k=float(rng.uniform(0.5, 2.5)))
         x = (rng.standard_normal(shape) * rng.uniform(0.5, 3)).astype(np.float32)
-        out, cache = lrn_forward(x, **kw)
-        dout = rng.standard_normal(shape).astype(np.float32)
-        dx = lrn_backward(dout, cache)
-        assert out.dtype == dx.dtype == np.float32
-        xt = torch.tensor(x, requires_grad=True)
-        ot = torch.nn.functional.local_response_norm(xt, **kw)
-        ot.backward(torch.tensor(dout))
-        err = max(max_rel(out, ot.detach().numpy()), max_rel(dx, xt.grad.numpy()))
+        err = check_vs_torch(lambda: lrn_forward(x, **kw), lambda d, cache: {"x": lrn_backward(d, cache)},
+                             lambda t, _: torch.nn.functional.local_response_norm(t["x"], **kw),
+                             {"x": x}, rng)
         if err > worst:
             worst, worst_cfg = err, (shape, kw)
     print(f"lrn: largest relative error vs torch {worst:.2e} at {worst_cfg}")

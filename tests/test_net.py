@@ -81,7 +81,7 @@ def test_sequential_build_shape_error_names_layer() -> None:
 
 def test_sequential_gradient_check() -> None:
     net = _cnn()
-    net.build((2, 4, 4), seed=1)
+    net.build((2, 4, 4), 1)
     _net_grad_check(net, _rng(1).standard_normal((2, 2, 4, 4)))
 
 
@@ -187,7 +187,7 @@ def _residual_block(C: int = 2) -> Graph:
 
 def test_graph_residual_gradient_check() -> None:
     g = _residual_block()
-    g.build((2, 4, 4), seed=3)
+    g.build((2, 4, 4), 3)
     assert g.output == "relu2" and g.output_shape((2, 4, 4)) == (2, 4, 4)
     assert sorted(g.params) == ["conv1.b", "conv1.w", "conv2.b", "conv2.w"]
     _net_grad_check(g, _rng(2).standard_normal((2, 2, 4, 4)))
@@ -407,7 +407,7 @@ def test_graph_backward_without_input_gradient():
     g.add("relu1", ReLU(), inputs=["conv1"])
     g.add("conv2", Conv(3, 3, pad=1), inputs=["relu1"])
     g.add("add", Add(), inputs=["conv2", "input"])
-    g.build((3, 5, 5), seed=0)
+    g.build((3, 5, 5), 0)
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
     g.astype(np.float64)
     dout = np.random.default_rng(1).standard_normal((2, 3, 5, 5))

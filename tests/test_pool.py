@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import grad_check, max_rel, torch_or_skip
+from tests.helpers import check_vs_torch, grad_check, torch_or_skip
 from volnet.errors import ShapeError, VolnetError
 from volnet.ops.pool import (
     global_avg_pool_backward,
@@ -146,15 +146,8 @@ def test_pool_matches_torch(mode, layout):
         n_lp += mode == "l2" and c["pad"] == (0, 0) and c["fit"] == "floor"
         x = in_layout(rng.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(np.float32), layout)
         args = (c["size"], c["stride"], mode, c["pad"], c["fit"], c["count_include_pad"])
-        out, cache = pool_forward(x, *args)
-        dout = rng.standard_normal(out.shape).astype(np.float32)
-        dx = pool_backward(dout, cache)
-        assert out.dtype == np.float32 and dx.dtype == np.float32
-        xt = torch.tensor(x, requires_grad=True)
-        ot = torch_pool(torch, xt, c)
-        ot.backward(torch.tensor(dout))
-        assert out.shape == tuple(ot.shape), c
-        err = max(max_rel(out, ot.detach().numpy()), max_rel(dx, xt.grad.numpy()))
+        err = check_vs_torch(lambda: pool_forward(x, *args), lambda d, cache: {"x": pool_backward(d, cache)},
+                             lambda t, _, c=c: torch_pool(torch, t["x"], c), {"x": x}, rng)
         if err > worst:
             worst, worst_cfg = err, c
     print(f"pool {mode}: largest relative error vs torch {worst:.2e} at {worst_cfg}")

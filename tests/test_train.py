@@ -171,14 +171,14 @@ def test_resume_mid_epoch_after_a_crash_is_bit_identical(synth, straight, tmp_pa
 
 def test_keyboard_interrupt_inside_a_step_writes_a_resumable_checkpoint(synth, straight, tmp_path) -> None:
     t = _trainer(synth, tmp_path)
-    backward = t.net.backward
+    backward = t.scores_net.backward  # the net up to its scores (it ends in a SOFTMAX)
 
     def interrupted_backward(dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         if t.step == 11:  # after BN statistics and dropout masks of step 12 were drawn
             raise KeyboardInterrupt
         return backward(dout, need_dx=need_dx)
 
-    t.net.backward = interrupted_backward
+    t.scores_net.backward = interrupted_backward
     with pytest.raises(TrainingInterrupted) as e:
         t.fit()
     assert e.value.step == 11 and e.value.checkpoint == tmp_path / "last"

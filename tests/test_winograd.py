@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import grad_check, max_rel, torch_or_skip
+from tests.helpers import check_vs_torch, grad_check, max_rel, torch_or_skip
 from volnet import kernels
 from volnet.ops.conv import _choose_algo, conv_backward, conv_forward, conv_naive, geometry
 from volnet.ops.winograd import (
@@ -103,17 +103,11 @@ def test_float32_matches_pytorch(seed, algo):
     x = rng.standard_normal((N, C, H, W), dtype=np.float32)
     w = rng.standard_normal((K, C, 3, 3), dtype=np.float32)
     b = rng.standard_normal(K, dtype=np.float32)
-    out, cache = conv_forward(x, w, b, pad=pad, algo=algo)
-    dout = rng.standard_normal(out.shape, dtype=np.float32)
-    dx, dw, db = conv_backward(dout, cache)
-    assert out.dtype == dx.dtype == dw.dtype == db.dtype == np.float32
-    xt, wt, bt = (torch.from_numpy(a).requires_grad_(True) for a in (x, w, b))
-    ot = torch.nn.functional.conv2d(xt, wt, bt, padding=pad)
-    ot.backward(torch.from_numpy(dout))
-    assert max_rel(out, ot.detach().numpy()) < 1e-4
-    assert max_rel(dx, xt.grad.numpy()) < 1e-4
-    assert max_rel(dw, wt.grad.numpy()) < 1e-4
-    assert max_rel(db, bt.grad.numpy()) < 1e-4
+    err = check_vs_torch(lambda: conv_forward(x, w, b, pad=pad, algo=algo),
+                         lambda d, cache: dict(zip("xwb", conv_backward(d, cache))),
+                         lambda t, _: torch.nn.functional.conv2d(t["x"], t["w"], t["b"], padding=pad),
+                         {"x": x, "w": w, "b": b}, rng)
+    assert err < 1e-4
 
 
 def test_float32_close_to_im2col_on_a_benchmark_shape(algo):

@@ -27,7 +27,15 @@ from volnet.net import Add, Concat, Graph, Sequential
 from volnet.ops.sizes import output_size
 from volnet.spec import build
 from volnet.summary import Summary, summary
-from volnet.train import DEFAULT_MODEL, Trainer, TrainingError, default_model, load_trained
+from volnet.train import (
+    DEFAULT_MODEL,
+    Callback,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    default_model,
+    load_trained,
+)
 
 __version__ = "0.1.0"
 
@@ -35,6 +43,6 @@ __all__ = [
     "FC", "LRN", "Add", "BatchNorm", "Concat", "Conv", "DataError", "Dropout", "Flatten", "GlobalAvgPool",
     "Graph", "Layer", "Local", "ModelFileError", "Pool", "ReLU", "Sequential", "ShapeError", "Softmax",
     "SpecError", "Summary", "VolnetError", "__version__", "build", "convert_fc_to_conv", "load",
-    "output_size", "save", "summary", "DEFAULT_MODEL", "Trainer", "TrainingError", "default_model",
-    "load_trained",
+    "output_size", "save", "summary", "DEFAULT_MODEL", "Callback", "TrainConfig", "Trainer", "TrainingError",
+    "default_model", "load_trained",
 ]

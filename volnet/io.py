@@ -9,22 +9,20 @@
 
 ``weights.npz`` holds every param and buffer by dotted name (``conv1.w``, ``bn1.running_mean``), plain
 arrays only: loading uses ``np.load(..., allow_pickle=False)`` and instantiates only registered layer
-classes (:func:`volnet.net.layer_types`), so a model file never executes code. Every problem
+classes (:func:`volnet.registry.layer_types`), so a model file never executes code. Every problem
 (missing file, bad JSON, newer version, unknown layer, missing/extra/wrong-shape arrays, truncated zip)
 raises :class:`volnet.ModelFileError` with one line naming it.
 
 Writes go to a temporary sibling (file or directory) that is renamed over the target, so a crash leaves
-either the old model or the new one, never a mix. :func:`atomic_write_bytes` / :func:`atomic_write_text`
-do the same for single files (trainer checkpoints, metrics).
+either the old model or the new one, never a mix (:mod:`volnet.atomic`, whose ``atomic_write_bytes`` /
+``atomic_write_text`` are re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
 import zipfile
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from volnet.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, replace_dir, temp_name, write_file
 from volnet.errors import ModelFileError, VolnetError
 from volnet.layers.base import Layer
 
@@ -40,64 +39,11 @@ VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.npz"
 _OWN_FILES = {MODEL_JSON, WEIGHTS}
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_dir", "load", "npz_bytes", "read_npz",
+           "replace_dir", "save", "write_file"]
 
 
 # --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename (best effort: not every platform can open a directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same directory, fsync, ``os.replace``.
-
-    Readers see the old content or the new one, never a partial file; on error the temp file is removed
-    and the old file is untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ModelFileError(
-            f"cannot write {path}: the directory {path.parent} does not exist; create it first"
-        )
-    tmp = _temp_name(path, ".tmp")
-    # O_EXCL: never follow or reuse an existing file; mode 0o666 & ~umask, as open() would create it
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
-    """:func:`atomic_write_bytes` for text."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def _temp_name(path: Path, suffix: str) -> Path:
-    """A fresh hidden sibling name of ``path`` (same directory, so renames stay atomic)."""
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it (for files inside a directory swapped in whole)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -105,24 +51,6 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
-
-
-def replace_dir(tmp: Path, path: Path) -> None:
-    """Rename the finished directory ``tmp`` over ``path``: an existing ``path`` is renamed away first
-    (and put back if the rename fails), then removed; the parent directory is fsynced."""
-    old: Path | None = None
-    if path.exists():
-        old = _temp_name(path, ".old")
-        os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        if old is not None:  # put the previous directory back
-            os.rename(old, path)
-        raise
-    _fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_replaceable(path: Path) -> bool:
@@ -148,12 +76,12 @@ def atomic_write_dir(path: str | os.PathLike[str], files: dict[str, bytes]) -> N
             f"refusing to overwrite it: choose another path"
         )
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path, ".tmp")
+    tmp = temp_name(path, ".tmp")
     os.mkdir(tmp)  # permissions from the umask, like any directory the user creates
     try:
         for name, data in files.items():
             write_file(tmp / name, data)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,16 +97,13 @@ def save(net: Layer, path: str | os.PathLike[str]) -> None:
     Writes ``model.json`` and ``weights.npz`` (params + buffers by dotted name) via
     :func:`atomic_write_dir`. The net must know its input shape (built, or run once).
     """
-    from volnet.net import Container, layer_to_config
+    from volnet.registry import layer_to_config
 
     if net.input_shape is None:
         raise ModelFileError(
             "save: the net has no input shape; build it first (net.build(input_shape)) or run a forward"
         )
-    if isinstance(net, Container):
-        net.build(net.input_shape)  # allocates anything still lazy (no-op when built)
-    elif not net.params and net.param_shapes(net.input_shape):
-        net.build(net.input_shape)
+    net.build(net.input_shape)  # allocates anything still lazy (no-op when built)
     arrays: dict[str, np.ndarray] = {}
     for kind, d in (("param", net.params), ("buffer", net.buffers)):
         for k, v in d.items():
@@ -242,10 +167,10 @@ def _check_header(doc: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype_name)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz without pickle; any damage becomes a one-line ModelFileError."""
+def _read_npz(path: Path, label: str = WEIGHTS) -> dict[str, np.ndarray]:
+    """Every array of an .npz without pickle; any damage is a one-line ModelFileError naming ``label``."""
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{WEIGHTS}: truncated or not an .npz (zip) archive; save the model again")
+        raise ModelFileError(f"{label}: truncated or not an .npz (zip) archive; save the model again")
     out: dict[str, np.ndarray] = {}
     key = None
     try:
@@ -255,17 +180,23 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except ValueError as e:
         if "pickle" in str(e) and key is not None:
             raise ModelFileError(
-                f"{WEIGHTS}: array {key!r} holds Python objects (pickle), which volnet never loads"
+                f"{label}: array {key!r} holds Python objects (pickle), which volnet never loads"
             ) from None
         raise ModelFileError(
-            f"{WEIGHTS}: truncated or corrupt ({_first_line(e)}); save the model again"
+            f"{label}: truncated or corrupt ({_first_line(e)}); save the model again"
         ) from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, RuntimeError) as e:
         where = f" at array {key!r}" if key is not None else ""
         raise ModelFileError(
-            f"{WEIGHTS}: truncated or corrupt{where} ({_first_line(e)}); save the model again"
+            f"{label}: truncated or corrupt{where} ({_first_line(e)}); save the model again"
         ) from None
     return out
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path`` with the checks of ``weights.npz`` (no pickle, one-line
+    ModelFileError naming the file on damage); for checkpoint files such as ``optimizer.npz``."""
+    return _read_npz(Path(path), Path(path).name)
 
 
 def _first_line(e: BaseException) -> str:
@@ -280,7 +211,7 @@ def load(path: str | os.PathLike[str]) -> Layer:
     a newer version, unknown layer types or bad configs, a net that does not fit its input_shape,
     missing/extra arrays, wrong array shapes, non-float arrays or a truncated ``weights.npz``.
     """
-    from volnet.net import Container, layer_from_config
+    from volnet.registry import layer_from_config
 
     path = Path(path)
     if not path.exists():
@@ -299,10 +230,7 @@ def load(path: str | os.PathLike[str]) -> Layer:
     try:
         net = layer_from_config(doc["net"], where="net")
         net.astype(dtype)
-        if isinstance(net, Container):
-            net.build(input_shape, dtype=dtype)
-        else:
-            net.build(input_shape, np.random.default_rng(0), dtype)
+        net.build(input_shape, None, dtype)
     except VolnetError as e:
         raise ModelFileError(f"{MODEL_JSON}: {e}") from None
     except (TypeError, ValueError, KeyError) as e:

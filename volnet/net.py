@@ -18,17 +18,21 @@ layer. ``net.grads`` is collected afresh from the layers on every access (after 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from volnet.errors import ShapeError, VolnetError
-from volnet.layers import LAYER_TYPES, ReLU
+from volnet.layers import ReLU, Softmax
 from volnet.layers._common import shape_str
-from volnet.layers.base import Layer, Shape
+from volnet.layers.base import InShape, Layer, Shape
+from volnet.registry import layer_from_config, layer_to_config, layer_types, register
+from volnet.registry import short as _short
 
-InShape = Shape | list[Shape]  # a merge layer's input is a list of shapes
+__all__ = ["Add", "Concat", "Container", "Graph", "Sequential", "layer_from_config", "layer_to_config",
+           "layer_types"]
 Row = tuple[str, Layer, InShape, Shape]  # layer_shapes(): (dotted name, leaf, input shape, output shape)
+C = TypeVar("C", bound="Container")
 
 
 # --------------------------------------------------------------------------- merge layers
@@ -65,7 +69,7 @@ class Add(Layer):
         self.cache = len(xs) if train else None
         return out
 
-    def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> list[np.ndarray]:
         return [dout] * int(self.forward_cache())
 
 
@@ -99,7 +103,7 @@ class Concat(Layer):
         self.cache = [int(a.shape[1]) for a in xs] if train else None
         return out
 
-    def backward(self, dout: np.ndarray) -> list[np.ndarray]:  # type: ignore[override]
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> list[np.ndarray]:
         return np.split(dout, np.cumsum(self.forward_cache())[:-1], axis=1)
 
 
@@ -113,50 +117,7 @@ def _shape_list(input_shape: Any, what: str) -> list[Shape]:
     return [tuple(int(v) for v in s) for s in input_shape]
 
 
-# --------------------------------------------------------------------------- config helpers
-
-
-def layer_types() -> dict[str, type[Layer]]:
-    """Every class a model file may name: the layers of :data:`volnet.layers.LAYER_TYPES` + containers."""
-    return {**LAYER_TYPES, "Sequential": Sequential, "Graph": Graph, "Add": Add, "Concat": Concat}
-
-
-def layer_to_config(layer: Layer) -> dict[str, Any]:
-    """``{"type": class name, "config": layer.config()}`` (nested for containers)."""
-    return {"type": type(layer).__name__, "config": layer.config()}
-
-
-def layer_from_config(d: Any, where: str = "net") -> Layer:
-    """Rebuild a layer from :func:`layer_to_config`'s dict; only registered classes (no code runs).
-
-    Raises VolnetError naming ``where`` (the position in the nested config) on unknown types or bad
-    arguments.
-    """
-    if not isinstance(d, dict) or "type" not in d:
-        raise VolnetError(f"{where}: expected an object with a \"type\" (layer class name), got {_short(d)}")
-    name = d["type"]
-    types = layer_types()
-    if not isinstance(name, str) or name not in types:
-        raise VolnetError(f"{where}: unknown layer type {name!r}; known: {', '.join(sorted(types))}")
-    cfg = d.get("config", {})
-    if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
-        raise VolnetError(
-            f"{where}: \"config\" of {name} must be an object of keyword arguments, got {_short(cfg)}"
-        )
-    cls = types[name]
-    try:
-        if issubclass(cls, Container):
-            return cls.from_config(cfg, where=where)
-        return cls.from_config(cfg)
-    except VolnetError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise VolnetError(f"{where}: bad config for {name}: {e}") from None
-
-
-def _short(v: Any, n: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[: n - 3] + "..."
+# --------------------------------------------------------------------------- helpers
 
 
 def _check_name(name: Any) -> str:
@@ -166,17 +127,6 @@ def _check_name(name: Any) -> str:
             f"got {name!r}"
         )
     return name
-
-
-def _wrap_shape_error(e: ShapeError, name: str) -> ShapeError:
-    """Prefix the dotted layer path to a ShapeError raised inside a container (nested: path grows)."""
-    path = getattr(e, "layer_path", None)
-    base = getattr(e, "base_message", str(e))
-    full = name if path is None else f"{name}.{path}"
-    err = ShapeError(f"layer {full}: {base}")
-    err.layer_path = full  # type: ignore[attr-defined]
-    err.base_message = base  # type: ignore[attr-defined]
-    return err
 
 
 def _zero_grads(layer: Layer) -> None:
@@ -211,7 +161,7 @@ class Container(Layer):
         """(name, layer) of the direct children, in execution order."""
         raise NotImplementedError
 
-    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
         raise NotImplementedError
 
     @property
@@ -238,20 +188,36 @@ class Container(Layer):
                 out[f"{name}.{k}"] = v
         return out
 
+    def _not_settable(self, attr: str) -> None:
+        raise VolnetError(f"{type(self).__name__}.{attr} is a view of its layers' arrays; set them on the "
+                          f"layers (or update net.{attr}[name] in place)")
+
     @property
-    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def params(self) -> dict[str, np.ndarray]:
         """Trainable arrays by dotted name (the layers' own arrays: update in place)."""
         return self._flat("params")
 
+    @params.setter
+    def params(self, value: dict[str, np.ndarray]) -> None:
+        self._not_settable("params")
+
     @property
-    def grads(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def grads(self) -> dict[str, np.ndarray]:
         """Gradients of the last backward by dotted name (same keys as ``params``)."""
         return self._flat("grads")
 
+    @grads.setter
+    def grads(self, value: dict[str, np.ndarray]) -> None:
+        self._not_settable("grads")
+
     @property
-    def buffers(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+    def buffers(self) -> dict[str, np.ndarray]:
         """Non-trained saved state by dotted name (BN ``running_mean``/``running_var``)."""
         return self._flat("buffers")
+
+    @buffers.setter
+    def buffers(self, value: dict[str, np.ndarray]) -> None:
+        self._not_settable("buffers")
 
     # -- shapes ----------------------------------------------------------------------------------
     def layer_shapes(self, input_shape: Shape | None = None) -> list[Row]:
@@ -267,13 +233,13 @@ class Container(Layer):
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
         out: dict[str, Shape] = {}
         for name, layer, s_in, _ in self._trace(tuple(input_shape), "")[0]:
-            for k, s in layer.param_shapes(s_in).items():  # type: ignore[arg-type]
+            for k, s in layer.param_shapes(s_in).items():
                 out[f"{name}.{k}"] = s
         return out
 
     def macs(self, input_shape: Shape | None = None) -> int:
         """Multiply-adds per sample, summed over the leaves (CONV/LOCAL/FC; others count 0)."""
-        return sum(int(layer.macs(s_in)) for _, layer, s_in, _ in self.layer_shapes(input_shape))  # type: ignore[arg-type]
+        return sum(int(layer.macs(s_in)) for _, layer, s_in, _ in self.layer_shapes(input_shape))
 
     def num_params(self, input_shape: Shape | None = None) -> int:
         """Trainable numbers (allocated ones, or what ``input_shape`` would allocate)."""
@@ -293,20 +259,18 @@ class Container(Layer):
         return tuple(int(v) for v in input_shape)
 
     # -- building ------------------------------------------------------------------------------
-    def build(self, input_shape: Shape, seed: int | np.random.Generator | None = None,  # type: ignore[override]
+    def build(self, input_shape: Any, rng: np.random.Generator | int | None = None,
               dtype: Any = None) -> None:
-        """Check shapes through the whole net and allocate every parameter (He init).
+        """Check shapes through the whole net and allocate every parameter (He init): the Layer contract.
 
-        ``seed``: an int (default: the constructor's seed, 0) or a Generator (used by a parent container);
-        ``dtype``: float32 unless given. Raises ShapeError naming the first layer that does not fit.
-        Idempotent: layers already built keep their parameters.
+        ``rng``: a Generator (a parent container passes its own), an int seed, or None (the constructor's
+        seed, 0); ``dtype``: float32 unless given. Raises ShapeError naming the first layer that does not
+        fit. Idempotent: layers already built keep their parameters.
         """
         if dtype is not None and np.dtype(dtype) != self.dtype:
             self.astype(dtype)
-        if isinstance(seed, np.random.Generator):
-            rng = seed
-        else:
-            rng = np.random.default_rng(self.seed if seed is None else int(seed))
+        if not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(self.seed if rng is None else int(rng))
         input_shape = tuple(int(v) for v in input_shape)
         self._build_children(input_shape, rng)
         self.input_shape = input_shape
@@ -331,6 +295,34 @@ class Container(Layer):
                     f"with x[None]"
                 )
             self.output_shape(shape)  # names the layer that does not fit this input
+
+    # -- views ---------------------------------------------------------------------------------
+    def until(self, name: str) -> Container:
+        """A view of the net ending with its child ``name`` (its output is the net's output): the same
+        layer objects (training the view trains the net), built when the net is."""
+        raise NotImplementedError
+
+    def output_child(self) -> tuple[str, Layer] | None:
+        """(name, layer) of the child producing the net's output (None for an empty net)."""
+        raise NotImplementedError
+
+    def without_softmax(self) -> Container:
+        """The net up to its class scores: :meth:`until` the input of a trailing SOFTMAX, or the net
+        itself when it does not end in one (what the softmax loss and the evaluation take)."""
+        last = self.output_child()
+        if last is None or not isinstance(last[1], Softmax):
+            return self
+        return self.until(self._input_of(last[0]))
+
+    def _input_of(self, name: str) -> str:
+        raise NotImplementedError
+
+    def _view_of(self, view: C) -> C:
+        """``view`` (a container of some of this net's children) in this net's build state."""
+        view.dtype, view.train_mode, view.seed = self.dtype, self.train_mode, self.seed
+        if self._built and self.input_shape is not None:
+            view.input_shape, view._built = self.input_shape, True
+        return view
 
     # -- modes, dtype, caches ------------------------------------------------------------------
     def train(self, mode: bool = True) -> Container:
@@ -480,6 +472,21 @@ class Sequential(Container):
                 return old
         raise VolnetError(f"Sequential: no layer {name!r}; layers: {', '.join(n for n, _ in self._items)}")
 
+    def until(self, name: str) -> Sequential:
+        names = [n for n, _ in self._items]
+        if name not in names:
+            raise VolnetError(f"Sequential: no layer {name!r}; layers: {', '.join(names)}")
+        return self._view_of(Sequential(self._items[:names.index(name) + 1]))
+
+    def output_child(self) -> tuple[str, Layer] | None:
+        return self._items[-1] if self._items else None
+
+    def _input_of(self, name: str) -> str:
+        i = [n for n, _ in self._items].index(name)
+        if i == 0:
+            raise VolnetError("Sequential: a net of only a SOFTMAX has no class scores before it")
+        return self._items[i - 1][0]
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -491,7 +498,7 @@ class Sequential(Container):
             raise KeyError(key)
         return self._items[key][1]
 
-    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
         rows: list[Row] = []
         shape = tuple(input_shape)
         for name, layer in self._items:
@@ -503,7 +510,7 @@ class Sequential(Container):
                     out = layer.output_shape(shape)
                     rows.append((f"{prefix}{name}", layer, shape, out))
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
             shape = out
         return rows, shape
 
@@ -515,12 +522,12 @@ class Sequential(Container):
                 layer.build(shape, rng, self.dtype)
                 shape = layer.output_shape(shape)
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
             if isinstance(layer, ReLU):  # in place where safe: saves an activation-sized copy
                 layer.auto_inplace = fresh
             fresh = layer.fresh_output
 
-    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
+    def forward(self, x: Any, train: bool | None = None) -> np.ndarray:
         """Run every layer in order; ``train=None`` uses the mode set by ``train()``/``eval()``."""
         train = self._mode(train)
         self._prepare(x)
@@ -545,7 +552,7 @@ class Sequential(Container):
         return {"layers": [{"name": n, **layer_to_config(layer)} for n, layer in self._items]}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], where: str = "net") -> Sequential:  # type: ignore[override]
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Sequential:
         layers = config.get("layers")
         if not isinstance(layers, list):
             raise VolnetError(f"{where}: Sequential config needs a \"layers\" list")
@@ -598,7 +605,10 @@ class Graph(Container):
         for i, n in enumerate(nodes):
             if isinstance(n, dict):
                 layer = layer_from_config(n, where=f"nodes[{i}]")
-                self.add(n.get("name"), layer, n.get("inputs"))  # type: ignore[arg-type]
+                name = n.get("name")
+                if not isinstance(name, str):
+                    raise VolnetError(f"Graph: nodes[{i}] needs a \"name\" string, got {_short(name)}")
+                self.add(name, layer, n.get("inputs"))
             elif isinstance(n, (tuple, list)) and len(n) in (2, 3):
                 self.add(*n)
             else:
@@ -667,6 +677,21 @@ class Graph(Container):
         self._built = False
         return old
 
+    def until(self, name: str) -> Graph:
+        if name not in self._nodes:
+            raise VolnetError(f"Graph: no node {name!r}; nodes: {', '.join(self._nodes)}")
+        nodes = [(n, layer, inputs) for n, (layer, inputs) in self._nodes.items()]  # dead ends get zero grads
+        return self._view_of(Graph(nodes, output=name))
+
+    def output_child(self) -> tuple[str, Layer] | None:
+        return (self.output, self._nodes[self.output][0]) if self._nodes else None
+
+    def _input_of(self, name: str) -> str:
+        inputs = self._nodes[name][1]
+        if inputs == ["input"]:
+            raise VolnetError("Graph: a SOFTMAX on the graph input has no class scores before it")
+        return inputs[0]
+
     def inputs_of(self, name: str) -> list[str]:
         """The input names of node ``name``."""
         return list(self._nodes[name][1])
@@ -689,20 +714,20 @@ class Graph(Container):
                     "nodes also read; use ReLU(inplace=False)"
                 )
 
-    def _trace(self, input_shape: Shape, prefix: str) -> tuple[list[Row], Shape]:
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
         rows: list[Row] = []
         shapes: dict[str, Shape] = {"input": tuple(input_shape)}
         for name, (layer, inputs) in self._nodes.items():
             s_in: InShape = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
             try:
                 if isinstance(layer, Container):
-                    sub, out = layer._trace(s_in, f"{prefix}{name}.")  # type: ignore[arg-type]
+                    sub, out = layer._trace(s_in, f"{prefix}{name}.")
                     rows.extend(sub)
                 else:
-                    out = layer.output_shape(s_in)  # type: ignore[arg-type]
+                    out = layer.output_shape(s_in)
                     rows.append((f"{prefix}{name}", layer, s_in, out))
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
             shapes[name] = out
         return rows, shapes[self.output]
 
@@ -712,10 +737,10 @@ class Graph(Container):
         for name, (layer, inputs) in self._nodes.items():
             s_in = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
             try:
-                layer.build(s_in, rng, self.dtype)  # type: ignore[arg-type]
-                shapes[name] = layer.output_shape(s_in)  # type: ignore[arg-type]
+                layer.build(s_in, rng, self.dtype)
+                shapes[name] = layer.output_shape(s_in)
             except ShapeError as e:
-                raise _wrap_shape_error(e, name) from None
+                raise e.at(name) from None
         _ = self.output
 
     def _last_use(self) -> dict[str, str]:
@@ -725,7 +750,7 @@ class Graph(Container):
                 last[i] = name
         return last
 
-    def forward(self, x: np.ndarray, train: bool | None = None) -> np.ndarray:  # type: ignore[override]
+    def forward(self, x: Any, train: bool | None = None) -> np.ndarray:
         """Evaluate the nodes in insertion order; values are dropped after their last consumer."""
         train = self._mode(train)
         self._prepare(x)
@@ -777,7 +802,7 @@ class Graph(Container):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], where: str = "net") -> Graph:  # type: ignore[override]
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Graph:
         nodes = config.get("nodes")
         if not isinstance(nodes, list):
             raise VolnetError(f"{where}: Graph config needs a \"nodes\" list")
@@ -809,3 +834,7 @@ class Graph(Container):
         parts = [f"{n} = {layer.token()}({', '.join(inputs)})" for n, (layer, inputs) in self._nodes.items()]
         out = f"; output {self.output}" if self._output is not None else ""
         return "; ".join(parts) + out
+
+
+for _cls in (Sequential, Graph, Add, Concat):
+    register(_cls)

@@ -226,7 +226,7 @@ def to_onnx_model(net: Layer, input_shape: Sequence[int] | None = None, opset: i
         raise VolnetError("ONNX export: the net has no input shape; pass input_shape=(C, H, W)")
     if isinstance(net, Container):
         if not net.params or net.input_shape != shape:  # lazily built (zoo build=False) or another size
-            net.build(shape, seed=seed)
+            net.build(shape, seed)
         rows = net.layer_shapes(shape)
     else:
         net.build(shape, np.random.default_rng(seed))

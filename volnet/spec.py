@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from volnet.errors import ShapeError, SpecError, VolnetError
+from volnet.layers.base import format_shape as _format_shape
 
 Shape = tuple[int, ...]
 
@@ -513,13 +514,9 @@ def parse_shape(text: str | tuple[int, ...] | list[int]) -> Shape:
 
 
 def format_shape(shape: Shape) -> str:
-    """``(C, H, W)`` -> ``"[WxHxD]"`` (the notes' order); ``(N,)`` -> ``"[1x1xN]"`` as the notes print FC."""
-    s = tuple(int(v) for v in shape)
-    if len(s) == 3:
-        return f"[{s[2]}x{s[1]}x{s[0]}]"
-    if len(s) == 1:
-        return f"[1x1x{s[0]}]"
-    return "[" + "x".join(str(v) for v in s) + "]"
+    """``(C, H, W)`` -> ``"[WxHxD]"`` (the notes' order); ``(N,)`` -> ``"[1x1xN]"`` as the notes print FC
+    (:func:`volnet.layers.base.format_shape`)."""
+    return _format_shape(shape, vector_as_volume=True)
 
 
 def _default_pad(kwargs: dict[str, Any]) -> int | tuple[int, int]:
@@ -554,15 +551,11 @@ def to_layers(items: list[Item]) -> list[Any]:
         try:
             out.append(_make_layer(item))
         except VolnetError as e:
-            raise _error(f"layer {i + 1} {item.text!r}: {_first_line(e)}", item.source, item.pos, item.end,
+            raise _error(f"layer {i + 1} {item.text!r}: {e.line}", item.source, item.pos, item.end,
                          type(e)) from e
         except (ValueError, TypeError) as e:
             raise _error(f"layer {i + 1} {item.text!r}: {e}", item.source, item.pos, item.end) from e
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).split("\n", 1)[0]
 
 
 def input_shape_of(items: list[Item], input_shape: Any = None) -> Shape:
@@ -584,10 +577,9 @@ def _shapes(items: list[Item], layers: list[Any], shape: Shape) -> list[LayerSha
         except VolnetError as e:
             cls = type(e) if isinstance(e, (ShapeError, SpecError)) else ShapeError
             # in the notation the choice is a word after the layer, not the Python keyword fit=
-            msg = _first_line(e).replace(
-                "choose fit='floor' (crop) / fit='ceil' (pad the rest)",
-                f"write '{item.text} floor' (crop) or '{item.text} ceil' (pad the rest)",
-            )
+            fit = isinstance(e, ShapeError) and e.fit_hint and e.detail is not None
+            msg = f"{e.detail}; or write '{item.text} floor' (crop) or '{item.text} ceil' (pad the rest)" \
+                if fit else e.line
             raise _error(
                 f"layer {i + 1} {item.text!r} on input {format_shape(shape)}: {msg}",
                 item.source, item.pos, item.end, cls,
@@ -638,5 +630,5 @@ def build(spec: str, seed: int = 0, input_shape: Any = None) -> Any:
     [(12, 32, 32), (12, 32, 32), (12, 16, 16), (10,)]
     """
     net, shape = unbuilt(spec, input_shape)
-    net.build(shape, seed=seed)
+    net.build(shape, seed)
     return net

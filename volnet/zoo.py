@@ -114,7 +114,7 @@ def _finish(net: Container, shape: Shape, build: bool, seed: int) -> Container:
     """Check every volume for ``shape``; build (He init from ``seed``) or leave it lazy with its shape set."""
     net.output_shape(shape)  # ShapeError naming the layer that does not fit
     if build:
-        net.build(shape, seed=seed)
+        net.build(shape, seed)
     else:
         net.input_shape = shape
         net.seed = int(seed)

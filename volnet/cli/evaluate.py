@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -45,21 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-def evaluate_arrays(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 256) -> dict[str, Any]:
-    """Loss, accuracy and predictions of a :class:`volnet.train.TrainedModel` on raw images ``x``."""
-    probs = model.probabilities(x, batch_size=batch)
-    if probs.shape[1] <= int(y.max(initial=0)):
-        raise ShapeError(f"the model has {probs.shape[1]} outputs but the labels go up to {int(y.max())}; "
-                         "evaluate on the dataset it was trained for")
-    p_true = probs[np.arange(len(y)), y].astype(np.float64)
-    loss = float(np.mean(-np.log(np.maximum(p_true, 1e-30)))) if len(y) else 0.0
-    pred = probs.argmax(axis=1)
-    return {"loss": loss, "acc": float(np.mean(pred == y)) if len(y) else 0.0, "pred": pred, "probs": probs}
-
-
 def run(args: argparse.Namespace) -> int:
     from volnet.cli.train import load_data
-    from volnet.train import confusion_matrix, format_confusion, load_trained, plot_confusion
+    from volnet.train import evaluate, format_confusion, load_trained, plot_confusion
 
     model = load_trained(args.model)
     stored = model.info.get("info", {}).get("args", {}) if model.info else {}
@@ -82,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
     if tuple(ds.shape) != model.input_shape:
         raise ShapeError(f"{model.path} takes images of shape {model.input_shape} (C, H, W) but {used} "
                          f"images are {ds.shape}; evaluate on the dataset it was trained for")
-    r = evaluate_arrays(model, ds.x, ds.y, args.batch)
-    k = r["probs"].shape[1]
+    r = evaluate(model.net, ds.x, ds.y, model.normalizer, args.batch)
+    k = r.probs.shape[1]
     classes = list(ds.classes) if len(ds.classes) == k else model.class_names(k)
-    cm = confusion_matrix(ds.y, r["pred"], k)
+    cm = r.confusion(k)
     correct = int(np.trace(cm))
     plot_path: Path | None = None
     if not args.no_plot:
@@ -96,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
             plot_path = None
     if args.json:
         print(json.dumps({"model": str(model.path), "data": used, "split": args.split, "n": len(ds),
-                          "accuracy": r["acc"], "loss": r["loss"], "classes": classes,
+                          "accuracy": r.acc, "loss": r.loss, "classes": classes,
                           "confusion": cm.tolist(), "plot": str(plot_path) if plot_path else None}, indent=1))
         return 0
-    print(f"{model.path} on {used} {args.split}: accuracy {100 * r['acc']:.2f}% ({correct}/{len(ds)}), "
-          f"loss {r['loss']:.4f}")
+    print(f"{model.path} on {used} {args.split}: accuracy {100 * r.acc:.2f}% ({correct}/{len(ds)}), "
+          f"loss {r.loss:.4f}")
     print(format_confusion(cm, classes))
     if plot_path is not None:
         print(f"wrote {plot_path}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-from pathlib import Path
 from typing import Any
 
 from volnet.errors import SpecError, VolnetError
@@ -40,54 +38,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the He initialisation (zoo models, specs)")
 
 
-def _exists(path: str, test: Any) -> bool:
-    try:
-        return bool(test(path))
-    except (OSError, ValueError):
-        return False
-
-
 def resolve(arg: str, num_classes: int | None, input_shape: str | None, seed: int = 0) -> Any:
     """The net for MODEL (see the module docstring for the order)."""
     from volnet import zoo
+    from volnet.cli.model_arg import not_a_zoo_name, resolve_model_arg
     from volnet.spec import build, parse_shape
 
     shape = None if input_shape is None else parse_shape(input_shape)
-    if _exists(arg, os.path.isdir):
+    m = resolve_model_arg(arg)
+    if m.kind == "dir":
         from volnet.io import load
 
         if num_classes is not None or shape is not None:
             raise VolnetError("--num-classes and --input apply to zoo models and specs, not to a saved model")
         return load(arg)
-    if _exists(arg, os.path.isfile):
-        text = "\n".join(ln for ln in Path(arg).read_text(encoding="utf-8").splitlines()
-                         if not ln.lstrip().startswith("#"))
-    elif re.fullmatch(r"[A-Za-z][\w-]*", arg.strip()) and arg.strip().lower().replace("-", "").replace(
-            "_", "") in zoo.names():
-        return zoo.get(arg, num_classes=num_classes, input_shape=shape, seed=seed)
-    else:
-        text = arg
+    if m.kind == "zoo":
+        return zoo.get(m.text, num_classes=num_classes, input_shape=shape, seed=seed)
     if num_classes is not None:
         raise VolnetError("--num-classes applies to zoo models; write the classes in the spec (FC-N)")
     try:
-        return build(text, seed=seed, input_shape=shape)
+        return build(m.text, seed=seed, input_shape=shape)
     except SpecError:
-        if re.fullmatch(r"[A-Za-z][\w.-]*", arg.strip()):  # a bare word: most likely a mistyped zoo name
-            try:
-                zoo.lookup(arg)
-            except VolnetError as z:
-                raise VolnetError(f"{z} (and {arg!r} is not a spec, spec file or model directory)") from None
+        hint = not_a_zoo_name(arg)  # a bare word: most likely a mistyped zoo name
+        if hint is not None:
+            raise VolnetError(f"{hint} (and {arg!r} is not a spec, spec file or model directory)") from None
         raise
 
 
 def run(args: argparse.Namespace) -> int:
+    from volnet.layers.base import format_shape
     from volnet.onnx_io import export_onnx
 
     net = resolve(args.model, args.num_classes, args.input, args.seed)
     export_onnx(net, args.out, opset=args.opset, seed=args.seed)
     shape = tuple(net.input_shape)
     size = os.path.getsize(args.out)
-    print(f"wrote {args.out}: {net.num_params():,} parameters, input [{shape[2]}x{shape[1]}x{shape[0]}] "
+    print(f"wrote {args.out}: {net.num_params():,} parameters, input {format_shape(shape)} "
           f"(N x {shape[0]} x {shape[1]} x {shape[2]} as 'input'), opset {args.opset}, "
           f"{size / 1024**2:.1f} MB")
     return 0

@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from volnet.layers.base import format_shape
     from volnet.onnx_io import import_onnx
     from volnet.spec import parse_shape
 
@@ -39,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     kind = type(net).__name__
     n = len(list(net.named_layers()))
     print(f"saved {args.out}: {kind} of {n} layers, {net.num_params():,} parameters, "
-          f"input [{s[2]}x{s[1]}x{s[0]}]")
+          f"input {format_shape(s)}")
     return 0

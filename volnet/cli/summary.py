@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from typing import Any
 
-from volnet.errors import SpecError, VolnetError
+from volnet.errors import SpecError
 
 HELP = "layer table (volumes, parameters, multiply-adds) and memory use of a net, as in the notes"
 
@@ -48,36 +47,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def _exists(path: str, test: Any) -> bool:
-    try:
-        return bool(test(path))
-    except (OSError, ValueError):  # names too long for the file system, NUL bytes
-        return False
-
-
 def resolve(arg: str, input_shape: str | None = None) -> Any:
-    """A net or a spec string for SPEC_OR_MODEL (see the module docstring for the order)."""
-    if _exists(arg, os.path.isdir):
-        try:
-            from volnet.io import load
-        except ImportError as e:  # pragma: no cover - io is part of volnet
-            raise VolnetError(f"{arg!r} is a directory but volnet.io is not available to load it") from e
+    """A net or a spec string for SPEC_OR_MODEL (:func:`volnet.cli.model_arg.resolve_model_arg`)."""
+    from volnet.cli.model_arg import resolve_model_arg
+
+    m = resolve_model_arg(arg)
+    if m.kind == "dir":
+        from volnet.io import load
+
         return load(arg)
-    if _exists(arg, os.path.isfile):
-        with open(arg, encoding="utf-8") as f:
-            text = f.read()
-        lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
-        return "\n".join(lines)
-    if re.fullmatch(r"[A-Za-z][\w.-]*", arg.strip()):
+    if m.kind == "zoo":
         from volnet import zoo
 
-        try:
-            name = zoo.lookup(arg)
-        except VolnetError:
-            return arg  # not a zoo name: parsed as a spec, whose error says what is wrong
         # unbuilt: shape inference only, nothing allocated; the input picks the stem (CIFAR below 64)
-        return zoo.get(name, input_shape=input_shape, build=False)
-    return arg
+        return zoo.get(m.text, input_shape=input_shape, build=False)
+    return m.text  # a spec (given or from a file), whose errors say what is wrong
 
 
 def run(args: argparse.Namespace) -> int:

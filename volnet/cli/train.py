@@ -5,6 +5,11 @@ The run directory gets ``metrics.jsonl``, ``curves.png``, ``best/``, ``last/`` a
 settings (only ``--epochs``, ``--save-every`` and ``--quiet`` may change), bit-identically to an
 uninterrupted run. Ctrl-C writes a checkpoint and exits with status 130.
 
+Nothing is lost: every option is checked, the data loaded and the net built before ``--out`` is touched;
+a non-empty ``--out`` that is not a volnet run is refused; ``--overwrite`` replaces only what the old run
+owns (its ``volnet-run.json`` lists it), and only once the new run has written its first checkpoint; a
+``--resume`` reads and checks the whole checkpoint first, so a failing one changes no file.
+
 Fine-tuning: ``--init PATH`` loads weights (a safetensors file with PyTorch/torchvision ``state_dict``
 names, or a volnet model/run directory) into the net built for the data, leaving out the classifier head
 when its class count differs (the head is then a fresh ``FC-K``, K the data's classes); ``--freeze
@@ -15,6 +20,7 @@ stored in the checkpoint so ``--resume`` keeps them frozen).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -105,7 +111,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-download", dest="download", action="store_false", default=None,
                    help="never download missing MNIST/CIFAR files")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing run in --out (its checkpoints, metrics and plots)")
+                   help="replace the run in --out: only the files it owns (listed in its volnet-run.json), "
+                        "and only once the new run has its first checkpoint; a folder that is not a volnet "
+                        "run is never replaced")
     p.add_argument("--init", metavar="PATH",
                    help="initial weights: a safetensors file with PyTorch/torchvision state_dict names or a "
                         "volnet model/run directory (the head is left out when its class count differs)")
@@ -132,6 +140,8 @@ def _val_size(text: Any, n: int) -> float | int:
         v = float(s)
     except ValueError:
         raise DataError(f"--val must be a count (5000) or a fraction (0.1), got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise DataError(f"--val must be a count (5000) or a fraction (0.1) >= 0, got {text!r}")
     if "." in s or "e" in s.lower():
         if not 0 <= v < 1:
             raise DataError(f"--val fraction must be in [0, 1), got {text!r}")
@@ -187,38 +197,20 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
 
 # ------------------------------------------------------------------------------------------ model
 
-def _exists(path: str, test: Any) -> bool:
-    try:
-        return bool(test(path))
-    except (OSError, ValueError):
-        return False
-
-
-def _zoo_key(arg: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z][\w-]*", arg.strip()):
-        return None
-    try:
-        from volnet import zoo
-    except ImportError:
-        return None
-    try:
-        return zoo.lookup(arg)
-    except VolnetError:
-        return None
-
-
 def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 0,
                 init: dict[str, Any] | None = None) -> Any:
     """The net for ``--model``: ``default``, a model/run directory, a spec file, a zoo name or a spec.
 
     ``init`` (:func:`read_init`) picks the stem of a zoo ResNet: the one of the weights to be loaded.
     """
+    from volnet.cli.model_arg import not_a_zoo_name, resolve_model_arg
     from volnet.spec import format_shape
-    from volnet.train import DEFAULT_MODEL, adapt_spec, load_trained
+    from volnet.train import adapt_spec, load_trained
 
-    if arg.strip().lower() == "default":
-        text = adapt_spec(DEFAULT_MODEL, shape, num_classes)
-    elif _exists(arg, os.path.isdir):
+    m = resolve_model_arg(arg, allow_default=True)
+    if m.kind == "default":
+        text = adapt_spec(m.text, shape, num_classes)
+    elif m.kind == "dir":
         net = load_trained(arg).net
         if tuple(net.input_shape) != tuple(shape):
             raise ShapeError(f"model {arg} takes {format_shape(net.input_shape)} images but the data are "
@@ -231,11 +223,10 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
             replace_head(net, num_classes, seed=seed)
         net.train()
         return net
-    elif _exists(arg, os.path.isfile):
-        text = "\n".join(ln for ln in Path(arg).read_text(encoding="utf-8").splitlines()
-                         if not ln.lstrip().startswith("#"))
-    elif (key := _zoo_key(arg)) is not None:
+    elif m.kind == "zoo":
         from volnet import zoo
+
+        key = m.text
 
         options: dict[str, Any] = {}
         if init is not None and key.startswith("resnet"):
@@ -245,9 +236,9 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
         try:
             return zoo.get(key, num_classes=num_classes, input_shape=shape, seed=seed, **options)
         except ShapeError as e:
-            raise ShapeError(str(e).split("\n", 1)[0]) from None
+            raise ShapeError(e.line) from None
     else:
-        text = arg
+        text = m.text
     from volnet.spec import build, input_shape_of, items_of
 
     try:
@@ -261,21 +252,15 @@ def build_model(arg: str, shape: tuple[int, ...], num_classes: int, seed: int = 
                              f"{format_shape(shape)}; write INPUT {format_shape(shape)} (or leave INPUT out)")
         return build(text, seed=seed, input_shape=tuple(shape))
     except SpecError as e:
-        first = str(e).split("\n", 1)[0]
-        if re.fullmatch(r"[A-Za-z][\w]*", arg.strip()) and not re.search(r"\d+-\d", arg):
-            try:
-                from volnet import zoo
-
-                zoo.lookup(arg)
-            except VolnetError as z:  # a mistyped zoo name: "unknown zoo model 'vgg17'; did you mean ..."
-                raise SpecError(f"--model {arg!r} is not a spec, file or model directory; {z}") from None
-            except ImportError:
-                pass
+        first = e.line
+        z = not_a_zoo_name(arg)  # a mistyped zoo name: "unknown zoo model 'vgg17'; did you mean ..."
+        if z is not None:
+            raise SpecError(f"--model {arg!r} is not a spec, file or model directory; {z}") from None
         hint = "" if "->" in arg or " " in arg.strip() else \
             " (not a zoo name, file or model directory either)"
         raise SpecError(f"--model {arg!r}: {first}{hint}") from None
     except ShapeError as e:
-        raise ShapeError(str(e).split("\n", 1)[0]) from None
+        raise ShapeError(e.line) from None
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
@@ -387,54 +372,105 @@ def _default_out(model: str, data: str) -> str:
     return os.path.join("runs", name)
 
 
-_RUN_FILES = ("metrics.jsonl", "curves.png", "results.json", "confusion.png")
+#: The TrainConfig field of each option (ConfigError names the option, not the field).
+FLAGS = {"optimizer": "--optim", "lr": "--lr", "batch_size": "--batch", "epochs": "--epochs",
+         "schedule": "--schedule", "warmup": "--warmup", "step_size": "--step-size", "gamma": "--gamma",
+         "min_lr": "--min-lr", "weight_decay": "--weight-decay", "clip": "--clip", "seed": "--seed",
+         "save_every": "--save-every"}
 
 
-def _clear_run(out: Path) -> None:
-    """Remove what a previous run wrote in ``out`` (checkpoints, metrics, plots), nothing else."""
-    import shutil
+def train_config(a: dict[str, Any]) -> Any:
+    """The :class:`~volnet.train.TrainConfig` of the options ``a`` (augment and frozen come later, with
+    the data and the net); every value is checked here, before anything is read, built or written."""
+    from volnet.errors import ConfigError
+    from volnet.train import TrainConfig
 
-    for sub in ("last", "best"):
-        if (out / sub / "trainer.json").is_file():
-            shutil.rmtree(out / sub)
-    for name in _RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+    kw: dict[str, Any] = {}
+    m = a["momentum"]
+    if m is not None:
+        if not (isinstance(m, (int, float)) and math.isfinite(m) and m >= 0):
+            raise ConfigError("momentum", m, "a finite number >= 0").with_name("--momentum")
+        kw["momentum"] = m
+    try:
+        return TrainConfig(
+            optimizer=a["optim"], lr=a["lr"], batch_size=a["batch"], epochs=a["epochs"],
+            schedule=a["schedule"], warmup=a["warmup"], step_size=a["step_size"], gamma=a["gamma"],
+            min_lr=a["min_lr"], weight_decay=a["weight_decay"], optimizer_kw=kw, clip=a["clip"],
+            seed=a["seed"], save_every=a["save_every"],
+            update_frozen_bn=a["freeze_bn_stats"] == "update").validate()
+    except ConfigError as e:
+        raise e.with_name(FLAGS.get(e.field, e.field)) from None
+
+
+def _check_counts(a: dict[str, Any]) -> None:
+    for key in ("limit_train", "num_classes"):
+        if a[key] is not None and a[key] < 1:
+            raise DataError(f"--{key.replace('_', '-')} must be >= 1, got {a[key]}")
+
+
+#: Types of the arguments a run stores (``info.args`` of its checkpoints) that a resume reads.
+_STORED = {"data_used": (str,), "data_dir": (str, type(None)), "val": (str, int, float, type(None)),
+           "seed": (int,), "limit_train": (int, type(None)), "num_classes": (int, type(None)),
+           "download": (bool,)}
+
+
+def _stored_args(doc: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    info = doc.get("info", {})
+    stored = info.get("args") if isinstance(info, dict) else None
+    if not isinstance(stored, dict) or not stored:
+        raise VolnetError(f"cannot resume {run_dir}: it was not started by volnet train (no stored "
+                          "arguments); resume it from Python with Trainer.resume")
+    for k, types in _STORED.items():
+        v = stored.get(k)
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise VolnetError(f"cannot resume {run_dir}: its stored argument {k!r} is {v!r}, not "
+                              f"{' or '.join(t.__name__ for t in types)}; the checkpoint is damaged")
+    return dict(stored)
 
 
 def run(args: argparse.Namespace) -> int:
-    from volnet.train import Trainer, TrainingInterrupted, _read_trainer_json
+    from volnet.errors import ConfigError
+    from volnet.train import Trainer, TrainingInterrupted, read_checkpoint
+    from volnet.train.callbacks import ReplaceRun
+    from volnet.train.checkpoint import check_out_dir, stage_dir
 
     quiet = bool(args.quiet)
     if args.resume:
         run_dir = Path(args.resume)
-        ck = run_dir / "last"
-        if not (ck / "trainer.json").is_file():
-            what = "does not exist" if not run_dir.exists() else f"has no checkpoint {ck}/trainer.json"
+        if not (run_dir / "last" / "trainer.json").is_file():
+            what = "does not exist" if not run_dir.exists() else \
+                f"has no checkpoint {run_dir}/last/trainer.json"
             raise VolnetError(f"cannot resume: {run_dir} {what}; start it with volnet train --out {run_dir}")
-        doc = _read_trainer_json(ck)
-        stored = dict(doc.get("info", {}).get("args", {}))
-        if not stored:
-            raise VolnetError(f"cannot resume {run_dir}: it was not started by volnet train (no stored "
-                              "arguments); resume it from Python with Trainer.resume")
+        ck = read_checkpoint(run_dir)  # the whole checkpoint, checked before anything is written
+        a = _stored_args(ck.doc, run_dir)
+        try:
+            ck.config.replace(**{k: v for k, v in (("epochs", args.epochs), ("save_every", args.save_every))
+                                 if v is not None})
+        except ConfigError as e:
+            raise e.with_name(FLAGS.get(e.field, e.field)) from None
         ignored = [k for k in DEFAULTS if k not in RESUMABLE and getattr(args, k, None) is not None
-                   and getattr(args, k) != stored.get(k)]
+                   and getattr(args, k) != a.get(k)]
         if ignored:
             _note("resuming with the run's own settings; ignoring " + ", ".join(f"--{k.replace('_', '-')}"
                                                                             for k in ignored))
-        a = dict(stored)
         train, val, test, used = load_data(a["data_used"], a["data_dir"], val=a["val"], seed=a["seed"],
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet)
-        overrides: dict[str, Any] = {"progress": not quiet}
-        if args.save_every is not None:
-            overrides["save_every"] = args.save_every
-        t = Trainer.resume(run_dir, train, val, test, epochs=args.epochs, **overrides)
+        t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
+                           progress=not quiet)
         if not quiet:
             _note(f"resuming {run_dir} at epoch {t.epoch + 1}/{t.epochs}, "
                   f"batch {t.batch}/{t.steps_per_epoch}")
         out = run_dir
     else:
+        # everything is checked, read and built before the run directory is touched
         a = _resolve(args)
+        config = train_config(a)
+        _check_counts(a)
+        _val_size(a["val"], 1)
+        out = Path(a["out"] or _default_out(a["model"], a["data"]))
+        a["out"] = str(out)
+        kind = check_out_dir(out, bool(args.overwrite))
         train, val, test, used = load_data(a["data"], a["data_dir"], val=a["val"], seed=a["seed"],
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet)
@@ -443,22 +479,10 @@ def run(args: argparse.Namespace) -> int:
         net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"], init=init)
         init_note = load_init(net, init) if init is not None else None
         frozen = parse_freeze(a["freeze"], net)
-        out = Path(a["out"] or _default_out(a["model"], a["data"]))
-        a["out"] = str(out)
-        if (out / "last" / "trainer.json").is_file():
-            if not args.overwrite:
-                raise VolnetError(f"{out} already holds a run; continue it with --resume {out}, replace it "
-                                  "with --overwrite or choose another --out")
-            _clear_run(out)
-        kw: dict[str, Any] = {}
-        if a["momentum"] is not None:
-            kw["momentum"] = a["momentum"]
-        t = Trainer(net, train, val, test, optimizer=a["optim"], lr=a["lr"], batch_size=a["batch"],
-                    epochs=a["epochs"], schedule=a["schedule"], warmup=a["warmup"], step_size=a["step_size"],
-                    gamma=a["gamma"], min_lr=a["min_lr"], weight_decay=a["weight_decay"], optimizer_kw=kw,
-                    clip=a["clip"], seed=a["seed"], augment=_augment(a["augment"], train), out_dir=out,
-                    save_every=a["save_every"], progress=not quiet, info={"args": a}, frozen=frozen,
-                    update_frozen_bn=a["freeze_bn_stats"] == "update")
+        config = config.replace(augment=_augment(a["augment"], train), frozen=sorted(frozen))
+        # an old run is replaced only when the new one has its first checkpoint (ReplaceRun)
+        t = Trainer(net, train, val, test, config, out_dir=out, progress=not quiet, info={"args": a},
+                    callbacks=[ReplaceRun(out)] if kind == "run" else ())
         if not quiet:
             nv = len(val) if val is not None else 0
             nt = len(test) if test is not None else 0
@@ -475,6 +499,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
                   f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment "
                   f"{t.augment.config()}; run directory {out}")
+    if not args.resume and kind == "run":
+        t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
     try:
         t.fit()
     except TrainingInterrupted as e:

@@ -6,12 +6,12 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from volnet.atomic import open_atomic, replace_dir, temp_name
 from volnet.errors import DataError
 
 
@@ -62,27 +62,21 @@ def download(url: str, dest: str | os.PathLike[str], checksum: str | None = None
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.new(algo)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/file only)
-                    while block := resp.read(1 << 20):
-                        h.update(block)
-                        out.write(block)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                raise DataError(f"cannot download {url} ({reason}); check the network, or fetch the file "
-                                f"by hand and put it at {dest}") from None
+    with open_atomic(dest, suffix=".part") as out:  # renamed onto dest only when the digest matches
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/file only)
+                while block := resp.read(1 << 20):
+                    h.update(block)
+                    out.write(block)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DataError(f"cannot download {url} ({reason}); check the network, or fetch the file "
+                            f"by hand and put it at {dest}") from None
         got = h.hexdigest()
         if digest and got != digest:
             raise DataError(f"checksum mismatch for {url}: expected {algo} {digest}, got {got}; the "
                             "download is corrupt or the mirror changed; try again or fetch it by hand to "
                             f"{dest}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -109,7 +103,8 @@ def extract_members(archive: str | os.PathLike[str], members: dict[str, str],
     """
     dest_dir = Path(dest_dir)
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
+    tmp = temp_name(dest_dir, ".tmp")
+    tmp.mkdir()
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -129,9 +124,7 @@ def extract_members(archive: str | os.PathLike[str], members: dict[str, str],
                         shutil.copyfileobj(src, out, 1 << 20)
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"{archive}: corrupt archive ({e}); delete it and download again") from None
-        if dest_dir.exists():
-            shutil.rmtree(dest_dir)
-        os.replace(tmp, dest_dir)
+        replace_dir(tmp, dest_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

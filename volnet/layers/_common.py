@@ -7,20 +7,15 @@ from typing import Any
 import numpy as np
 
 from volnet.errors import ShapeError
-from volnet.layers.base import Layer, Shape
+from volnet.layers.base import Layer, Shape, format_shape
 from volnet.ops.sizes import FITS, pair
 
 IntPair = int | tuple[int, int]
 
 
 def shape_str(shape: Shape | list[Shape]) -> str:
-    """A per-sample shape in the notes' notation: (C, H, W) -> ``[WxHxD]``, (N,) -> ``[N]``."""
-    if isinstance(shape, list):
-        return ", ".join(shape_str(s) for s in shape)
-    s = tuple(int(v) for v in shape)
-    if len(s) == 3:
-        return f"[{s[2]}x{s[1]}x{s[0]}]"
-    return "[" + "x".join(str(v) for v in s) + "]"
+    """:func:`volnet.layers.base.format_shape` (error messages: (N,) -> ``[N]``)."""
+    return format_shape(shape)
 
 
 def pair_str(v: tuple[int, int]) -> str:

@@ -11,6 +11,25 @@ from typing import Any
 import numpy as np
 
 Shape = tuple[int, ...]  # per-sample shape: (C, H, W) for volumes, (N_features,) after FC
+InShape = Shape | list[Shape]  # what a layer takes: a Shape, or one per input for a ``multi_input`` layer
+
+
+def format_shape(shape: InShape, vector_as_volume: bool = False) -> str:
+    """The one shape formatter: a per-sample shape in the notes' notation, (C, H, W) -> ``[WxHxD]``;
+    (N,) -> ``[N]`` (``[1x1xN]`` with ``vector_as_volume``, as the notes print FC outputs); a list of
+    shapes (a merge layer's inputs) comma-separated.
+
+    >>> format_shape((3, 32, 16)), format_shape((10,)), format_shape((10,), vector_as_volume=True)
+    ('[16x32x3]', '[10]', '[1x1x10]')
+    """
+    if isinstance(shape, list):
+        return ", ".join(format_shape(s, vector_as_volume) for s in shape)
+    s = tuple(int(v) for v in shape)
+    if len(s) == 3:
+        return f"[{s[2]}x{s[1]}x{s[0]}]"
+    if len(s) == 1 and vector_as_volume:
+        return f"[1x1x{s[0]}]"
+    return "[" + "x".join(str(v) for v in s) + "]"
 
 
 class Layer:
@@ -51,10 +70,11 @@ class Layer:
         self.cache: Any = None  # what ``backward`` needs; kept only by ``forward(x, train=True)``
 
     # -- shape inference and parameters -------------------------------------------------------
-    def output_shape(self, input_shape: Shape) -> Shape:
+    # ``input_shape`` is typed Any: a Shape, or a list of Shapes for ``multi_input`` layers (InShape)
+    def output_shape(self, input_shape: Any) -> Shape:
         return tuple(input_shape)
 
-    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+    def param_shapes(self, input_shape: Any) -> dict[str, Shape]:
         return {}
 
     def num_params(self, input_shape: Shape | None = None) -> int:
@@ -63,21 +83,28 @@ class Layer:
             return int(sum(int(p.size) for p in self.params.values()))
         return int(sum(int(np.prod(s)) for s in self.param_shapes(input_shape).values()))
 
-    def macs(self, input_shape: Shape) -> int:
+    def macs(self, input_shape: Any) -> int:
         return 0
 
-    def build(self, input_shape: Shape, rng: np.random.Generator | None = None, dtype: Any = None) -> None:
-        """Validate ``input_shape`` and allocate parameters; ``dtype=None`` keeps ``self.dtype``."""
+    def build(self, input_shape: Any, rng: np.random.Generator | None = None, dtype: Any = None) -> None:
+        """Validate ``input_shape`` and allocate parameters (He init from ``rng``; None: a generator
+        seeded 0); ``dtype=None`` keeps ``self.dtype``. Containers take the same arguments."""
         if dtype is not None:
             self.dtype = np.dtype(dtype)
         self.output_shape(input_shape)  # validates
         self.input_shape = tuple(input_shape)
 
     # -- computation ---------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
+    def forward(self, x: Any, train: bool = True) -> np.ndarray:
+        """``x``: a batch (N, ...), or a list of batches for a ``multi_input`` layer."""
         raise NotImplementedError
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> Any:
+        """dx of the last ``forward(x, train=True)`` (a list for ``multi_input`` layers), filling ``grads``.
+
+        ``need_dx=False`` is only passed to layers with ``skips_dx`` (the others may leave it out of
+        their signature); they then skip the input gradient and return None.
+        """
         raise NotImplementedError
 
     # -- modes, dtype, caches -----------------------------------------------------------------
@@ -120,8 +147,9 @@ class Layer:
         return {}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Layer:
-        """Rebuild from :meth:`config` (``cls(**config)``; containers rebuild their children too)."""
+    def from_config(cls, config: dict[str, Any], where: str = "net") -> Layer:
+        """Rebuild from :meth:`config` (``cls(**config)``; containers rebuild their children too, naming
+        ``where``, the position in a nested config, in their errors)."""
         return cls(**config)
 
     def token(self) -> str:

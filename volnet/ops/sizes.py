@@ -86,11 +86,12 @@ def output_size(
             out -= 1
         return out
     frac = span / S + 1
-    raise ShapeError(
-        f"{what}: (W - F + 2P)/S + 1 = ({W} - {F_eff} + 2*{P})/{S} + 1 = {frac:.4g} is not an integer "
-        f"(W={W}, {fstr}, S={S}, P={P}); nearest settings that fit: {_nearest_fixes(W, F, S, P, dilation)}; "
-        f"or choose fit='floor' (crop) / fit='ceil' (pad the rest)"
-    )
+    fixes = _nearest_fixes(W, F, S, P, dilation)
+    detail = (f"{what}: (W - F + 2P)/S + 1 = ({W} - {F_eff} + 2*{P})/{S} + 1 = {frac:.4g} is not an integer "
+              f"(W={W}, {fstr}, S={S}, P={P}); nearest settings that fit: {fixes}")
+    err = ShapeError(f"{detail}; or choose fit='floor' (crop) / fit='ceil' (pad the rest)")
+    err.fit_hint, err.detail = True, detail
+    raise err
 
 
 def padding_for(
