@@ -72,7 +72,7 @@ from volnet.ops.winograd import (
 IntOrPair = int | tuple[int, int]
 
 __all__ = [
-    "ConvCache", "Geometry", "clear_workspace", "col2im", "col2im_batch_last", "conv_backward",
+    "ConvCache", "Geometry", "clear_workspace", "col2im", "col2im_add", "col2im_batch_last", "conv_backward",
     "conv_forward", "conv_naive", "geometry", "im2col", "im2col_into", "pad_batch_last",
 ]
 
@@ -163,33 +163,40 @@ def pad_batch_last(x: np.ndarray, g: Geometry) -> np.ndarray:
     return xp
 
 
-def im2col_into(xbl: np.ndarray, g: Geometry, out6: np.ndarray) -> None:
-    """Fill out6 (C, Fh, Fw, Ho, Wo, N) (any strides) from the padded batch-last (C, Hp, Wp, N) input.
+def im2col_into(xbl: np.ndarray, g: Geometry, out6: np.ndarray, ho0: int = 0, ho1: int | None = None) -> None:
+    """Fill out6 (C, Fh, Fw, ho1 - ho0, Wo, N) (any strides) from the padded batch-last (C, Hp, Wp, N)
+    input, for output rows ho0..ho1 (all rows by default).
 
     One strided slice copy per kernel offset (i, j): Fh*Fw copies in all, each over N contiguous images.
     """
-    hspan = (g.Ho - 1) * g.Sh + 1
+    ho1 = g.Ho if ho1 is None else ho1
+    hspan = (ho1 - ho0 - 1) * g.Sh + 1
     wspan = (g.Wo - 1) * g.Sw + 1
     for i in range(g.Fh):
-        h0 = i * g.Dh
+        h0 = ho0 * g.Sh + i * g.Dh
         for j in range(g.Fw):
             w0 = j * g.Dw
             out6[:, i, j] = xbl[:, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw]
 
 
-def col2im_batch_last(cols6: np.ndarray, g: Geometry) -> np.ndarray:
-    """Adjoint of :func:`im2col_into`: cols6 (C, Fh, Fw, Ho, Wo, N) -> (C, H, W, N) (a view).
-
-    Overlapping contributions are summed: one strided slice add per kernel offset.
+def col2im_add(cols6: np.ndarray, g: Geometry, dxp: np.ndarray, ho0: int = 0, ho1: int | None = None) -> None:
+    """Adjoint of :func:`im2col_into`: add cols6 (C, Fh, Fw, ho1 - ho0, Wo, N) into the padded
+    batch-last dxp (C, Hp, Wp, N). Overlapping contributions are summed: one strided slice add per offset.
     """
-    hspan = (g.Ho - 1) * g.Sh + 1
+    ho1 = g.Ho if ho1 is None else ho1
+    hspan = (ho1 - ho0 - 1) * g.Sh + 1
     wspan = (g.Wo - 1) * g.Sw + 1
-    dxp = np.zeros((g.C, g.Hp, g.Wp, g.N), dtype=cols6.dtype)
     for i in range(g.Fh):
-        h0 = i * g.Dh
+        h0 = ho0 * g.Sh + i * g.Dh
         for j in range(g.Fw):
             w0 = j * g.Dw
             dxp[:, h0:h0 + hspan:g.Sh, w0:w0 + wspan:g.Sw] += cols6[:, i, j]
+
+
+def col2im_batch_last(cols6: np.ndarray, g: Geometry) -> np.ndarray:
+    """Adjoint of :func:`im2col_into`: cols6 (C, Fh, Fw, Ho, Wo, N) -> (C, H, W, N) (a view)."""
+    dxp = np.zeros((g.C, g.Hp, g.Wp, g.N), dtype=cols6.dtype)
+    col2im_add(cols6, g, dxp)
     return dxp[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W]
 
 
@@ -357,11 +364,43 @@ def _choose_algo(g: Geometry, K: int) -> str:
     return "im2col"
 
 
+#: bytes of X_col built at once: the column matrix is made and consumed in blocks of output rows that
+#: stay in cache (the GEMM reads it right after the copy) instead of one matrix F*F times the input
+IM2COL_BLOCK_BYTES = 4 * 2**20
+
+
+def _row_blocks(g: Geometry, itemsize: int) -> list[tuple[int, int]]:
+    """Output-row ranges (ho0, ho1) whose X_col block (C*Fh*Fw x rows*Wo*N) fits IM2COL_BLOCK_BYTES."""
+    per_row = g.C * g.Fh * g.Fw * g.Wo * g.N * itemsize
+    rb = max(1, min(g.Ho, IM2COL_BLOCK_BYTES // max(per_row, 1)))
+    return [(h, min(g.Ho, h + rb)) for h in range(0, g.Ho, rb)]
+
+
+def _is_pointwise(g: Geometry) -> bool:
+    return g.Fh == g.Fw == g.Sh == g.Sw == 1 and not g.padded
+
+
+def _cols_block(xbl: np.ndarray, g: Geometry, ho0: int, ho1: int) -> np.ndarray:
+    """X_col for output rows ho0..ho1: (C*Fh*Fw, (ho1-ho0)*Wo*N) in the thread's workspace."""
+    n = (ho1 - ho0) * g.Wo * g.N
+    cols = _workspace((g.C * g.Fh * g.Fw, n), xbl.dtype)
+    im2col_into(xbl, g, cols.reshape(g.C, g.Fh, g.Fw, ho1 - ho0, g.Wo, g.N), ho0, ho1)
+    return cols
+
+
 def _conv_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry) -> tuple[np.ndarray, Any]:
-    """out = W_row @ X_col (+ b): ONE GEMM (K, C*Fh*Fw) x (C*Fh*Fw, N*Ho*Wo). Returns (out, None)."""
+    """out = W_row @ X_col (+ b): GEMMs (K, C*Fh*Fw) x (C*Fh*Fw, rows*Wo*N), one per block of output rows
+    (one in all for small layers; a 1x1 conv multiplies x itself). Returns (out, None)."""
     K = w.shape[0]
-    cols = _im2col(x, g, scratch=True)
-    out = w.reshape(K, -1) @ cols
+    w_row = w.reshape(K, -1)
+    xbl = pad_batch_last(x, g)
+    if _is_pointwise(g):
+        out = w_row @ xbl.reshape(g.C, -1)
+    else:
+        out = np.empty((K, g.Ho * g.Wo * g.N), dtype=x.dtype)
+        step = g.Wo * g.N
+        for ho0, ho1 in _row_blocks(g, x.dtype.itemsize):
+            np.matmul(w_row, _cols_block(xbl, g, ho0, ho1), out=out[:, ho0 * step:ho1 * step])
     if b is not None:
         out += b.astype(out.dtype, copy=False)[:, None]
     return out.reshape(K, g.Ho, g.Wo, g.N).transpose(3, 0, 1, 2), None
@@ -370,24 +409,38 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry
 def _conv_im2col_backward(
     dout: np.ndarray, cache: ConvCache, need_dx: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col); X_col rebuilt."""
+    """dw = dout_row @ X_col^T, dX_col = W_row^T @ dout_row, dx = col2im(dX_col); X_col rebuilt block by
+    block (blocks of output rows, as in the forward pass)."""
     g, w = cache.geom, cache.w
     K = w.shape[0]
     d2 = batch_last(dout).reshape(K, -1)  # (K, Ho*Wo*N): free when dout is batch-last
     db = d2.sum(axis=1) if cache.has_bias else None
-    cols = _im2col(cache.x, g, scratch=True)
-    dw = np.ascontiguousarray((cols @ d2.T).T).reshape(w.shape)  # measured faster than d2 @ cols.T
+    xbl = pad_batch_last(cache.x, g)
+    w_row_t = w.reshape(K, -1).T
+    if _is_pointwise(g):
+        x2 = xbl.reshape(g.C, -1)
+        dw = np.ascontiguousarray((x2 @ d2.T).T).reshape(w.shape)
+        if not need_dx:
+            return None, dw, db
+        return (w_row_t @ d2).reshape(g.C, g.H, g.W, g.N).transpose(3, 0, 1, 2), dw, db
+    blocks = _row_blocks(g, xbl.dtype.itemsize)
+    step = g.Wo * g.N
+    dw_t = np.zeros((g.C * g.Fh * g.Fw, K), dtype=xbl.dtype)
+    for ho0, ho1 in blocks:  # measured faster as cols @ d2^T than d2 @ cols^T
+        dw_t += _cols_block(xbl, g, ho0, ho1) @ d2[:, ho0 * step:ho1 * step].T
+    dw = np.ascontiguousarray(dw_t.T).reshape(w.shape)
     if not need_dx:
         return None, dw, db
     if _dx_is_a_conv(g, K):
         return _dx_as_conv(dout, w, g), dw, db
-    w_row_t = w.reshape(K, -1).T
-    if np.may_share_memory(cols, cache.x):  # 1x1 conv: cols is x itself, do not overwrite it
-        dcols = w_row_t @ d2
-    else:
-        dcols = np.matmul(w_row_t, d2, out=cols)  # reuse the workspace for dX_col
-    dx = col2im_batch_last(dcols.reshape(g.C, g.Fh, g.Fw, g.Ho, g.Wo, g.N), g).transpose(3, 0, 1, 2)
-    return dx, dw, db
+    dxp = np.zeros((g.C, g.Hp, g.Wp, g.N), dtype=xbl.dtype)
+    for ho0, ho1 in blocks:
+        n = (ho1 - ho0) * step
+        dcols = _workspace((g.C * g.Fh * g.Fw, n), xbl.dtype)
+        np.matmul(w_row_t, d2[:, ho0 * step:ho1 * step], out=dcols)
+        col2im_add(dcols.reshape(g.C, g.Fh, g.Fw, ho1 - ho0, g.Wo, g.N), g, dxp, ho0, ho1)
+    dx = dxp[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W]
+    return dx.transpose(3, 0, 1, 2), dw, db
 
 
 def _dx_is_a_conv(g: Geometry, K: int) -> bool:
