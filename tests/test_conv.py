@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import check_vs_torch, grad_check, max_rel, rel_error, torch_or_skip
 from volnet.errors import ShapeError
+from volnet.ops import conv as C
 from volnet.ops.conv import col2im, conv_backward, conv_forward, conv_naive, geometry, im2col
 from volnet.ops.sizes import effective_size
 
@@ -259,7 +260,6 @@ def test_non_fitting_size_raises_with_formula() -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_stride1_dx_path_equals_col2im_path(seed):
     """conv_backward computes stride-1 dx as a conv with flipped filters; it must equal col2im(W^T dout)."""
-    from volnet.ops import conv as C
 
     rng = np.random.default_rng(100 + seed)
     Fh, Fw = int(rng.integers(2, 5)), int(rng.integers(1, 4))
@@ -276,3 +276,23 @@ def test_stride1_dx_path_equals_col2im_path(seed):
     c6 = dcols.reshape(g.C, g.Fh, g.Fw, g.N, g.Ho, g.Wo).transpose(0, 1, 2, 4, 5, 3)
     ref = C.col2im_batch_last(c6, g).transpose(3, 0, 1, 2)
     np.testing.assert_allclose(dx, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,pad,dilation,F", [(1, 1, 1, 3), (2, 1, 1, 3), (3, 2, 2, 3), (1, 0, 1, 1),
+                                                   (2, 0, 1, 1), (1, 3, 1, 7)])
+def test_blocks_of_output_rows_give_the_same_result(monkeypatch, stride, pad, dilation, F) -> None:
+    """X_col built one output row at a time (block borders in forward, dw and col2im) equals one block."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 4, 11, 9))
+    w = rng.standard_normal((5, 4, F, F))
+    b = rng.standard_normal(5)
+    opts = dict(stride=stride, pad=pad, dilation=dilation, fit="floor")
+    out_ref, cache_ref = conv_forward(x, w, b, algo="im2col", **opts)
+    dout = rng.standard_normal(out_ref.shape)
+    ref = conv_backward(dout, cache_ref)
+    monkeypatch.setattr(C, "IM2COL_BLOCK_BYTES", 1)
+    out, cache = conv_forward(x, w, b, algo="im2col", **opts)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, conv_naive(x, w, b, **opts), rtol=1e-10, atol=1e-10)
+    for got, want in zip(conv_backward(dout, cache), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
