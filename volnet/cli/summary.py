@@ -1,7 +1,8 @@
 """``volnet summary SPEC_OR_MODEL``: the layer table and the notes' memory accounting.
 
-SPEC_OR_MODEL is, in this order: a saved model directory (:func:`volnet.io.load`), a file holding a spec,
-a model zoo name (``vgg16``), or a spec in the notes' notation.
+SPEC_OR_MODEL is, in this order: a training run (its ``best/``), a checkpoint or saved model directory
+(:func:`volnet.train.load_trained`), a file holding a spec, a model zoo name (``vgg16``), or a spec in the
+notes' notation.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def resolve(arg: str, input_shape: str | None = None) -> Any:
 
     m = resolve_model_arg(arg)
     if m.kind == "dir":
-        from volnet.io import load
+        from volnet.train import load_trained
 
-        return load(arg)
+        return load_trained(arg).net  # a run (best/), a checkpoint or a model directory
     if m.kind == "zoo":
         from volnet import zoo
 
