@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["summary", "train", "evaluate", "predict", "export", "import"]
+COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "export", "import"]
 
 EPILOG = """examples (from the notes):
   volnet summary "INPUT [32x32x3] -> CONV5-12 -> RELU -> POOL2 -> FC-10"
@@ -21,6 +21,7 @@ EPILOG = """examples (from the notes):
   volnet summary vgg16 --batch 32
   volnet train --model default --data fashion-mnist --epochs 5 --out runs/fmnist
   volnet evaluate runs/fmnist/best --data fashion-mnist
+  volnet zoo                                   # the model zoo: name, parameters, input size, paper
 """
 
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from volnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"volnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

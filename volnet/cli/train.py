@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": "adam", "lr": None, "schedule": "cosine", "warmup": 0.2, "step_size": None, "gamma": 0.1,
     "min_lr": 0.0, "weight_decay": 0.0, "momentum": None, "clip": None, "val": None, "seed": 0,
     "out": None, "save_every": None, "limit_train": None, "num_classes": None, "augment": "default",
-    "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep",
+    "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep", "channels": None,
 }
 #: Options a resumed run may change.
 RESUMABLE = {"epochs", "save_every"}
@@ -76,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fashion-mnist, mnist, cifar10, cifar100, digits, synthetic or folder:PATH "
                         f"(default {d['data']})")
     p.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: cache, system)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="folder:PATH images as 1 (grayscale) or 3 (RGB, the default) channels")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"passes over the training set (default {d['epochs']})")
     p.add_argument("--batch", type=int, metavar="B", help=f"mini-batch size (default {d['batch']})")
@@ -151,8 +153,10 @@ def _val_size(text: Any, n: int) -> float | int:
 
 def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: int = 0,
               limit_train: int | None = None, num_classes: int | None = None, download: bool = True,
-              quiet: bool = False) -> tuple[Any, Any, Any, str]:
+              quiet: bool = False, channels: int | None = None) -> tuple[Any, Any, Any, str]:
     """``(train, val_or_None, test_or_None, name_used)`` for the CLI.
+
+    ``channels`` (1 or 3) reads a ``folder:PATH`` dataset's images as grayscale or RGB.
 
     Fashion-MNIST without its files (and no ``data_dir``) falls back to digits with a note on stderr.
     Unreadable files become a one-line DataError.
@@ -163,6 +167,10 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
     options: dict[str, Any] = {}
     if key == "synthetic" and num_classes is not None:
         options["num_classes"] = num_classes
+    if channels is not None:
+        if not key.startswith("folder:"):
+            raise DataError(f"--channels applies to folder:PATH image datasets; {name} has its own depth")
+        options["mode"] = "L" if channels == 1 else "RGB"
     try:
         try:
             train, test = load_dataset(name, data_dir, download=download and key != "fashion-mnist",
@@ -455,7 +463,7 @@ def run(args: argparse.Namespace) -> int:
                                                                             for k in ignored))
         train, val, test, used = load_data(a["data_used"], a["data_dir"], val=a["val"], seed=a["seed"],
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
-                                           download=a["download"], quiet=quiet)
+                                           download=a["download"], quiet=quiet, channels=a.get("channels"))
         t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
                            progress=not quiet)
         if not quiet:
@@ -473,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         kind = check_out_dir(out, bool(args.overwrite))
         train, val, test, used = load_data(a["data"], a["data_dir"], val=a["val"], seed=a["seed"],
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
-                                           download=a["download"], quiet=quiet)
+                                           download=a["download"], quiet=quiet, channels=a.get("channels"))
         a["data_used"] = used
         init = read_init(a["init"]) if a["init"] else None
         net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"], init=init)
