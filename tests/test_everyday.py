@@ -143,3 +143,32 @@ def test_missing_dataset_message_speaks_cli_first(tmp_path) -> None:
         load_dataset("mnist", tmp_path, download=False)
     msg = str(e.value)
     assert "pass --data-dir DIR (Python: data_dir=DIR)" in msg and "--no-download" in msg
+
+
+def test_dataset_slices_like_an_array() -> None:
+    import numpy as np
+
+    from volnet.data import Dataset
+
+    ds = Dataset(np.arange(40, dtype=np.float32).reshape(10, 1, 2, 2), np.arange(10) % 3, ["a", "b", "c"],
+                 "toy")
+    head = ds[:4]
+    assert isinstance(head, Dataset) and len(head) == 4 and head.classes == ["a", "b", "c"]
+    assert head.name == "toy" and head.y.tolist() == [0, 1, 2, 0]
+    x, y = ds[5]
+    assert x.shape == (1, 2, 2) and y == 2 and float(x[0, 0, 0]) == 20.0
+    assert ds[np.array([9, 0])].y.tolist() == [0, 0] and len(ds[ds.y == 1]) == 3
+    head.x[0] = -1  # a copy: the original is untouched
+    assert float(ds.x[0, 0, 0, 0]) == 0.0
+
+
+def test_limit_train_scales_the_validation_split() -> None:
+    pytest.importorskip("sklearn")
+    from volnet.cli.train import load_data
+
+    train, val, _, _ = load_data("digits", limit_train=200, quiet=True)
+    assert len(train) == 200 and len(val) == 20  # 10% of the 200 used, not of the 1438
+    train, val, _, _ = load_data("digits", limit_train=200, val="0.25", quiet=True)
+    assert len(val) == 50
+    train, val, _, _ = load_data("digits", quiet=True)
+    assert len(val) == 144 and len(train) == 1294  # 10% of all 1438

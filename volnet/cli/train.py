@@ -102,7 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<data>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from RUN_DIR/last")
     p.add_argument("--save-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
-    p.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
+    p.add_argument("--limit-train", type=int, metavar="N",
+                   help="use only the first N training images; the validation split (--val) is then sized "
+                        "on N too: 10%% of N (at most 5000), or the --val fraction of N")
     p.add_argument("--num-classes", type=int, metavar="K",
                    help="number of classes (synthetic data: how many to make; else must match the data); the "
                         "net ends in FC-K (a zoo or saved model gets a new head, --init skips a head of "
@@ -190,7 +192,11 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
     if num_classes is not None and num_classes != train.num_classes:
         raise DataError(f"--num-classes {num_classes} but {name} has {train.num_classes} classes; "
                         "leave --num-classes out")
-    vsize = _val_size(val, len(train))
+    # --limit-train N: the validation split is sized on the N images used, not on the whole set
+    base = len(train) if limit_train is None else max(1, min(int(limit_train), len(train)))
+    vsize = _val_size(val, base)
+    if isinstance(vsize, float) and limit_train is not None:
+        vsize = max(1, int(round(vsize * base))) if vsize else 0
     vset = None
     if vsize:
         train, vset = split_validation(train, vsize, seed=seed)
