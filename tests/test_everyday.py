@@ -172,3 +172,12 @@ def test_limit_train_scales_the_validation_split() -> None:
     assert len(val) == 50
     train, val, _, _ = load_data("digits", quiet=True)
     assert len(val) == 144 and len(train) == 1294  # 10% of all 1438
+
+
+def test_train_prints_settings_in_words_and_explains_the_star(tmp_path, capsys) -> None:
+    pytest.importorskip("sklearn")
+    rc, _, err = _run(capsys, "train", "--model", "INPUT [8x8x1] -> FC-10", "--data", "digits",
+                      "--epochs", "1", "--limit-train", "64", "--out", tmp_path / "r")
+    assert rc == 0, err
+    assert "augment: random crop (pad 1);" in err and "{'pad'" not in err
+    assert "'*' marks a new best validation accuracy, saved to" in err

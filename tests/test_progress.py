@@ -69,3 +69,21 @@ def test_off_shows_nothing_and_bad_mode_is_an_error() -> None:
     assert out.getvalue() == "" and p.done == 3
     with pytest.raises(ValueError, match="progress mode"):
         progress(5, mode="fancy")
+
+
+def test_evaluate_shows_progress_and_the_same_numbers(capsys) -> None:
+    import numpy as np
+
+    import volnet
+    from volnet.train import evaluate
+
+    net = volnet.build("INPUT [4x4x1] -> FC-3", seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 50)
+    quiet = evaluate(net, x, y, batch_size=8)
+    assert capsys.readouterr().err == ""
+    shown = evaluate(net, x, y, batch_size=8, progress="bar", desc="val")
+    err = capsys.readouterr().err
+    assert "val" in err and "/50 [" in err  # tqdm draws at most every 0.1 s: the first state here
+    assert shown.acc == quiet.acc and shown.loss == quiet.loss
+    assert np.array_equal(shown.probs, quiet.probs)

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if tuple(ds.shape) != model.input_shape:
         raise ShapeError(f"{model.path} takes images of shape {model.input_shape} (C, H, W) but {used} "
                          f"images are {ds.shape}; evaluate on the dataset it was trained for")
-    r = evaluate(model.net, ds.x, ds.y, model.normalizer, args.batch)
+    r = evaluate(model.net, ds.x, ds.y, model.normalizer, args.batch,
+                 progress="off" if args.json else "auto", desc=f"evaluate {used} {args.split}")
     k = r.probs.shape[1]
     classes = list(ds.classes) if len(ds.classes) == k else model.class_names(k)
     cm = r.confusion(k)
