@@ -181,3 +181,16 @@ def test_train_prints_settings_in_words_and_explains_the_star(tmp_path, capsys) 
     assert rc == 0, err
     assert "augment: random crop (pad 1);" in err and "{'pad'" not in err
     assert "'*' marks a new best validation accuracy, saved to" in err
+
+
+def test_shell_completion_of_subcommands_and_options(tmp_path) -> None:
+    pytest.importorskip("argcomplete")
+    out = tmp_path / "completions"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "_ARGCOMPLETE": "1", "COMP_LINE": "volnet su",
+           "COMP_POINT": "9", "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n"}
+    r = subprocess.run([sys.executable, "-m", "volnet"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [c.strip() for c in out.read_text().split("\n")] == ["summary"]
+    env.update(COMP_LINE="volnet summary --de", COMP_POINT="19")
+    subprocess.run([sys.executable, "-m", "volnet"], env=env, capture_output=True, text=True, timeout=120)
+    assert "--depth" in [c.strip() for c in out.read_text().split("\n")]

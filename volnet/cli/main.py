@@ -4,12 +4,16 @@ Each subcommand lives in its own module ``volnet.cli.<name>`` providing
 ``HELP: str``, ``EXAMPLES: str``, ``add_arguments(parser)`` and ``run(args) -> int``.
 User errors (any :class:`volnet.errors.VolnetError`, ``FileNotFoundError``) print one line to stderr and
 exit with status 2; no traceback.
+
+Shell completion (bash; zsh after ``autoload -U bashcompinit && bashcompinit``) comes from argcomplete,
+the optional extra ``volnet[completion]``: ``eval "$(register-python-argcomplete volnet)"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "export", "import"]
@@ -63,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     from volnet.errors import VolnetError
 
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete's protocol)
+        try:
+            import argcomplete
+        except ImportError:
+            pass
+        else:
+            argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
