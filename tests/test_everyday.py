@@ -180,7 +180,7 @@ def test_train_prints_settings_in_words_and_explains_the_star(tmp_path, capsys) 
                       "--epochs", "1", "--limit-train", "64", "--out", tmp_path / "r")
     assert rc == 0, err
     assert "augment: random crop (pad 1);" in err and "{'pad'" not in err
-    assert "'*' marks a new best validation accuracy, saved to" in err
+    assert "epoch 1/1  train loss" in err and "  * = best val acc so far (saved as best/)" in err
 
 
 def test_shell_completion_of_subcommands_and_options(tmp_path) -> None:

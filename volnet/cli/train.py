@@ -513,9 +513,6 @@ def run(args: argparse.Namespace) -> int:
                   f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
                   f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment: "
                   f"{t.augment.describe()}; run directory {out}")
-            if val is not None:
-                _note("one line per epoch; '*' marks a new best validation accuracy, saved to "
-                      f"{out}/best/")
     if not args.resume and kind == "run":
         t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
     try:
