@@ -106,8 +106,12 @@ def test_zoo_name(capsys):
 
 
 def test_unknown_word_mentions_other_sources(capsys):
-    rc, _, err = run(capsys, "vgg17")
-    assert rc == 2 and "not a file, model directory or zoo name" in err
+    rc, _, err = run(capsys, "vgg17")  # a zoo typo: the did-you-mean first, before the layer types
+    assert rc == 2
+    assert err.startswith("volnet summary: error: 'vgg17' is not a zoo model: did you mean 'vgg19'?")
+    assert "file, model directory or spec" in err and err.count("\n") == 1
+    rc, _, err = run(capsys, "qwertyuiop")
+    assert rc == 2 and "not a file, model directory or zoo name either; zoo: lenet5, alexnet" in err
 
 
 def test_console_script_subprocess():

@@ -1,5 +1,6 @@
 """ONNX export/import: ONNX Runtime agrees with volnet on every zoo model, single layers with every fit,
-import round trips, unsupported operators, and the export/import CLI."""
+import round trips, unsupported operators, and the export/import CLI. Files from PyTorch's exporters:
+tests/test_onnx_pytorch.py; preprocessing and class names in the file: tests/test_onnx_preprocessing.py."""
 
 from __future__ import annotations
 
@@ -220,32 +221,3 @@ def test_cli_export_and_import(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "vgg19" in err and err.count("\n") == 1
     assert main(["import", str(tmp_path / "nothing.onnx"), str(tmp_path / "o")]) == 2
-
-
-@pytest.mark.parametrize("name,shape", [("resnet18", (3, 32, 32)), ("googlenet", (3, 32, 32)),
-                                        ("alexnet", (3, 96, 96))])
-def test_import_file_exported_by_pytorch(tmp_path, name: str, shape) -> None:
-    """A file from ``torch.onnx.export`` (TorchScript exporter: shared weights through Identity, BN folded
-    into Conv, torch's node names) imports and computes the same scores."""
-    import warnings
-
-    from tests.helpers import torch_or_skip
-
-    torch = torch_or_skip()
-    from tests import torch_mirror
-
-    torch.manual_seed(0)
-    model = torch_mirror.build(name, 10, shape).eval()
-    x = torch.randn(2, *shape)
-    path = tmp_path / "t.onnx"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
-                              output_names=["output"], opset_version=13)
-    except Exception as e:  # an exporter that needs extra packages
-        pytest.skip(f"torch.onnx.export unavailable: {e}")
-    net = import_onnx(path)
-    with torch.no_grad():
-        yt = model(x).numpy()
-    assert max_rel(net.predict(x.numpy()), yt) < 1e-4

@@ -16,7 +16,7 @@ from volnet.errors import DataError, ShapeError, VolnetError
 from volnet.spec import build
 from volnet.train import (
     DEFAULT_MODEL,
-    ProgressBar,
+    Progress,
     Trainer,
     TrainingError,
     TrainingInterrupted,
@@ -278,22 +278,25 @@ def test_trailing_softmax_is_skipped_for_the_loss(synth) -> None:
         assert np.array_equal(v, nets[1].params[k])
 
 
-def test_progress_bar_only_on_a_terminal() -> None:
+def test_progress_in_a_log_is_a_line_every_n_steps_and_the_star_is_explained(synth, tmp_path) -> None:
+    """Off a terminal the epoch shows as plain lines (every 3 steps here) with elapsed time and ETA, the
+    epoch line follows; the first '*' says what it means. On a terminal: a tqdm bar, none in the log."""
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    tty, pipe = Tty(), io.StringIO()
-    for stream in (tty, pipe):
-        bar = ProgressBar(10, prefix="epoch 1/2 ", stream=stream, min_interval=0)
-        bar.update(4, loss=0.5, acc="80.0%")
-        bar.update(10, loss=0.25)
-        bar.close()
-    assert pipe.getvalue() == ""
-    assert "\r" in tty.getvalue() and "4/10" in tty.getvalue() and "10/10 loss 0.25" in tty.getvalue()
-    quiet = Tty()
-    ProgressBar(3, stream=quiet, enabled=False).update(1)
-    assert quiet.getvalue() == ""
+    log, tty = io.StringIO(), Tty()
+    t = _trainer(synth, tmp_path / "r", epochs=2, callbacks=[Progress(stream=log, every=3),
+                                                            Progress(stream=tty, mode="bar")])
+    t.fit()
+    lines = log.getvalue().splitlines()
+    steps = [ln for ln in lines if ln.startswith("epoch 1/2: ")]
+    assert len(steps) == (t.steps_per_epoch - 1) // 3 and "\r" not in log.getvalue()
+    assert steps[0].startswith("epoch 1/2: 3/9 (33%), 0:0") and "ETA" in steps[0] and "loss " in steps[0]
+    epochs = [ln for ln in lines if ln.startswith("epoch ") and "train loss" in ln]
+    assert len(epochs) == 2 and epochs[0].endswith("  * = best val acc so far (saved as best/)")
+    assert not epochs[1].endswith("so far (saved as best/)")
+    assert "\r" in tty.getvalue() and "epoch 1/2" in tty.getvalue() and "|" in tty.getvalue()
 
 
 def test_confusion_matrix_text() -> None:

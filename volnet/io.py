@@ -4,6 +4,7 @@
 
     {"format": "volnet-model", "version": 1, "input_shape": [3, 32, 32], "dtype": "float32",
      "spec": "INPUT [32x32x3] -> CONV3-16 -> ...",
+     "meta": {"normalizer": {"mean": [0.5], "std": [0.25]}, "classes": ["cat", ...]},   # optional
      "net": {"type": "Sequential",
              "config": {"layers": [{"name": "conv1", "type": "Conv", "config": {...}}, ...]}}}
 
@@ -91,11 +92,13 @@ def atomic_write_dir(path: str | os.PathLike[str], files: dict[str, bytes]) -> N
 # --------------------------------------------------------------------------- save
 
 
-def save(net: Layer, path: str | os.PathLike[str]) -> None:
+def save(net: Layer, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
     """Save ``net`` (any built Layer, usually a Sequential or Graph) as a model directory at ``path``.
 
     Writes ``model.json`` and ``weights.npz`` (params + buffers by dotted name) via
-    :func:`atomic_write_dir`. The net must know its input shape (built, or run once).
+    :func:`atomic_write_dir`. The net must know its input shape (built, or run once). ``meta`` (optional,
+    JSON-able) is what the model needs around it: ``{"normalizer": {"mean": [...], "std": [...]},
+    "classes": [...]}`` (see :func:`load_meta`); ``volnet import`` stores an ONNX file's there.
     """
     from volnet.registry import layer_to_config
 
@@ -119,6 +122,8 @@ def save(net: Layer, path: str | os.PathLike[str]) -> None:
     }
     if hasattr(net, "spec"):
         doc["spec"] = net.spec()
+    if meta:
+        doc["meta"] = meta
     text = json.dumps(doc, indent=2, allow_nan=False)
     atomic_write_dir(path, {MODEL_JSON: text.encode("utf-8"), WEIGHTS: npz_bytes(arrays)})
 
@@ -202,6 +207,26 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``meta`` entry of a model directory's ``model.json`` (``{}`` when there is none): the input
+    ``normalizer`` (``{"mean": [...], "std": [...]}``) and class names (``classes``) stored with the model.
+
+    Raises ModelFileError (one line) when the entry is there but malformed.
+    """
+    doc = _read_json(Path(path) / MODEL_JSON)
+    meta = doc.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{MODEL_JSON}: \"meta\" must be a JSON object, got {type(meta).__name__}")
+    norm = meta.get("normalizer")
+    if norm is not None and not (isinstance(norm, dict) and isinstance(norm.get("mean"), list)
+                                 and isinstance(norm.get("std"), list)):
+        raise ModelFileError(f"{MODEL_JSON}: meta.normalizer must be {{\"mean\": [...], \"std\": [...]}}")
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise ModelFileError(f"{MODEL_JSON}: meta.classes must be a list of class names")
+    return meta
 
 
 def load(path: str | os.PathLike[str]) -> Layer:

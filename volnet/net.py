@@ -385,7 +385,27 @@ class Container(Layer):
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec()!r})"
+        """``Sequential('INPUT [32x32x3] -> CONV3-8 -> ...')  # 21,298 parameters (21.3K)``."""
+        text = f"{type(self).__name__}({self.spec()!r})"
+        if self.input_shape is None:
+            return text
+        from volnet.summary import format_count
+
+        n = self.num_params()
+        return f"{text}  # {n:,} parameters ({format_count(n)})"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the type, parameter count and spec, then the summary table."""
+        import html
+
+        from volnet.summary import format_count, summary
+
+        spec = html.escape(self.spec())
+        if self.input_shape is None:
+            return f"<p><b>{type(self).__name__}</b> (no input shape yet)</p><pre>{spec}</pre>"
+        n = self.num_params()
+        return (f"<p><b>{type(self).__name__}</b>: {n:,} parameters ({format_count(n)})</p>"
+                f"<pre style=\"white-space:pre-wrap\">{spec}</pre>\n{summary(self)._repr_html_()}")
 
     def save(self, path: str) -> None:
         """Write the model directory (``model.json`` + ``weights.npz``) atomically; see :mod:`volnet.io`."""

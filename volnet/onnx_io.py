@@ -26,17 +26,40 @@ an average pool with ``ceil`` uses ``ceil_mode=1`` instead, so that the extra re
 On import ``ceil_mode=1`` maps to ``fit="ceil"``, asymmetric end pads to ``ceil`` or ``floor`` when one of
 them gives the same windows, else a ModelFileError.
 
-An operator volnet has no layer for raises :class:`volnet.ModelFileError` with one line naming the op type
-and the node, e.g. ``ONNX node 'conv_7' (op LeakyRelu) is not supported by volnet; supported ops: ...``.
+Preprocessing and class names (a file that describes itself): given the run's normaliser (the per-channel
+``mean``/``std`` of ``trainer.json``), the exporter puts it **in the graph**, as ``Sub`` (``normalize.mean``)
+and ``Div`` (``normalize.std``) nodes right after ``input``, so that any runtime (ONNX Runtime, OpenCV,
+a browser) fed [0, 1] pixels gets the run's answers without knowing anything about volnet; nodes, not only
+metadata, because a runtime ignores metadata, and a model whose normalisation is lost answers confidently
+and wrongly. The same facts also go into ``metadata_props`` (``volnet.normalizer``, JSON ``{"mean": [...],
+"std": [...]}``; ``volnet.classes``, a JSON list of names; ``volnet.spec``), for people and tools reading
+the file. :func:`read_onnx` turns the leading ``Sub``/``Div`` (or ``Mul``) on the input back into a
+:class:`~volnet.data.Normalizer` (the nodes are the truth: a file edited by another tool still imports
+right) and reads the class names from the metadata; :func:`import_onnx` keeps such nodes inside the net
+(as a per-channel affine BN layer), so its net alone computes what the file computes.
+
+PyTorch's exporters (``torch.onnx.export`` with ``dynamo=True``, opset 18+, and ``dynamo=False``, the
+TorchScript exporter, opsets 13-20) are read too: ``ReduceMean`` over the spatial axes is GAP,
+``Reshape``/``Flatten``/``Squeeze`` to (N, -1) a flatten, ``MatMul`` by a constant (+ ``Add`` of a
+constant) an FC, ``BatchNormalization`` either standing or folded into the ``Conv`` weights, per-channel
+``Add``/``Sub``/``Mul``/``Div`` by constants an affine BN layer, ``Identity`` an alias; any node whose inputs
+are all constants (the shape arithmetic ``Shape``/``Gather``/``Unsqueeze``/``Concat``/``Constant``/``Cast``
+... that computes a ``Reshape`` target) is evaluated at import time with ``onnx.reference``.
+
+An operator volnet has no layer for raises :class:`volnet.ModelFileError` with one line naming the op type,
+the node and the nearest supported rewrite, e.g. ``ONNX node 'leaky_7' (op LeakyRelu) is not supported by
+volnet; nearest supported rewrite: nn.ReLU (op Relu), volnet has no negative slope``.
 
 See: ``torch.onnx.export``; the operator reference https://onnx.ai/onnx/operators/.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +83,36 @@ from volnet.ops.sizes import output_size, padding_for
 
 MIN_OPSET = 13
 SUPPORTED_OPS = (
-    "Conv", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "Gemm", "Relu", "LRN",
-    "BatchNormalization", "Add", "Sum", "Concat", "Flatten", "Dropout", "Softmax", "Identity",
+    "Conv", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "ReduceMean", "Gemm", "MatMul", "Relu",
+    "LRN", "BatchNormalization", "Add", "Sum", "Sub", "Mul", "Div", "Concat", "Flatten", "Reshape", "Squeeze",
+    "Dropout", "Softmax", "Identity", "Constant", "Shape", "Cast", "CastLike",
 )
+# the nearest supported rewrite of an operator volnet has no layer for (op type -> advice)
+REWRITES = {
+    **dict.fromkeys(("LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "HardSigmoid",
+                     "HardSwish", "Softplus", "Softsign", "Mish", "Clip"),
+                    "nn.ReLU (op Relu); volnet's only activation is the notes' ReLU"),
+    "GlobalMaxPool": "nn.AdaptiveAvgPool2d(1) (op GlobalAveragePool), or nn.MaxPool2d with kernel = H x W",
+    "ReduceMax": "nn.MaxPool2d with kernel = H x W (op MaxPool), or a mean over H, W (op ReduceMean)",
+    "ReduceSum": "a mean over H, W (op ReduceMean), which is GAP",
+    "Pad": "padding=P of the next nn.Conv2d / nn.MaxPool2d (op Conv/MaxPool pads)",
+    "ConvTranspose": "strided nn.Conv2d (op Conv); volnet only down-samples",
+    "Resize": "a fixed input size (volnet has no resampling layer)",
+    "Upsample": "a fixed input size (volnet has no resampling layer)",
+    "InstanceNormalization": "nn.BatchNorm2d (op BatchNormalization)",
+    "LayerNormalization": "nn.BatchNorm2d (op BatchNormalization)",
+    "GroupNormalization": "nn.BatchNorm2d (op BatchNormalization)",
+    "Transpose": "keep the NCHW layout (no permute between layers)",
+    "Unsqueeze": "keep (N, C, H, W) volumes or (N, K) vectors; torch.flatten(x, 1) before nn.Linear",
+    "Expand": "keep (N, C, H, W) volumes; broadcast with constants only",
+    "Split": "one nn.Conv2d per branch, torch.cat of branches (op Concat)",
+    "Slice": "one nn.Conv2d per branch, torch.cat of branches (op Concat)",
+    "LogSoftmax": "nn.Softmax(dim=1) (op Softmax), or no final activation (volnet adds the softmax loss)",
+    "QuantizeLinear": "a float32 export (volnet has no quantized layers)",
+    "DequantizeLinear": "a float32 export (volnet has no quantized layers)",
+}
+# placeholder for the batch size in folded shape arithmetic (Shape of a tensor with a symbolic batch N)
+_BATCH = 1_000_003
 
 Shape = tuple[int, ...]
 
@@ -206,12 +256,25 @@ class _Exporter:
         return [t, left, b, r]
 
 
+def _norm_stats(normalizer: Any, C: int) -> tuple[list[float], list[float]]:
+    """(mean, std) lists of a Normalizer or a ``{"mean": [...], "std": [...]}`` mapping, checked for C."""
+    d = normalizer.to_dict() if hasattr(normalizer, "to_dict") else dict(normalizer)
+    mean, std = d.get("mean"), d.get("std")
+    if mean is None or std is None or len(mean) != C or len(std) != C or any(not float(v) > 0 for v in std):
+        raise VolnetError(f"ONNX export: the normaliser needs {C} mean and {C} positive std values (one per "
+                          f"input channel), got mean={mean}, std={std}")
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
 def to_onnx_model(net: Layer, input_shape: Sequence[int] | None = None, opset: int = MIN_OPSET,
-                  seed: int = 0) -> Any:
+                  seed: int = 0, normalizer: Any = None, classes: Sequence[str] | None = None) -> Any:
     """The ``onnx.ModelProto`` of ``net`` (built first from ``input_shape`` / its own if needed).
 
     The graph input is ``input`` of shape (N, C, H, W) with a symbolic batch N; the output is ``output``.
-    Initializers carry volnet's dotted names (``layer1.0.conv1.w``).
+    Initializers carry volnet's dotted names (``layer1.0.conv1.w``). ``normalizer`` (a
+    :class:`~volnet.data.Normalizer` or ``{"mean": [...], "std": [...]}``) becomes ``Sub``/``Div`` nodes
+    after the input, so the file takes [0, 1] pixels, and ``metadata_props["volnet.normalizer"]``;
+    ``classes`` becomes ``metadata_props["volnet.classes"]`` (see the module docstring).
     """
     onnx = _onnx()
     from volnet.net import Container
@@ -234,10 +297,24 @@ def to_onnx_model(net: Layer, input_shape: Sequence[int] | None = None, opset: i
     dtype = np.dtype(getattr(net, "dtype", np.float32))
     elem = onnx.TensorProto.DOUBLE if dtype == np.float64 else onnx.TensorProto.FLOAT
     ex = _Exporter(onnx, {name: s_in for name, _, s_in, _ in rows}, dtype)
+    x = "input"
+    props: dict[str, str] = {}
+    if normalizer is not None:
+        C = shape[0]
+        mean, std = _norm_stats(normalizer, C)
+        bshape = (1, C) + (1,) * (len(shape) - 1)
+        x = ex.node("Sub", [x, ex.init("normalize.mean", np.array(mean, dtype).reshape(bshape))],
+                    "normalize.sub", "normalize.sub")
+        x = ex.node("Div", [x, ex.init("normalize.std", np.array(std, dtype).reshape(bshape))],
+                    "normalize", "normalize")
+        props["volnet.normalizer"] = json.dumps({"mean": mean, "std": std})
+    if classes is not None:
+        names = [str(c) for c in classes]
+        props["volnet.classes"] = json.dumps(names)
     if isinstance(net, Container):
-        out = ex.emit(net, "", ["input"])
+        out = ex.emit(net, "", [x])
     else:
-        out = ex.leaf(net, "layer", ["input"])
+        out = ex.leaf(net, "layer", [x])
     out_shape = net.output_shape(shape)
     ex.nodes.append(onnx.helper.make_node("Identity", [out], ["output"], name="output"))
     h = onnx.helper
@@ -252,21 +329,32 @@ def to_onnx_model(net: Layer, input_shape: Sequence[int] | None = None, opset: i
                          ir_version=h.find_min_ir_version_for(opsets))
     spec = net.spec() if hasattr(net, "spec") else ""
     if spec:
-        h.set_model_props(model, {"volnet.spec": spec})
+        props["volnet.spec"] = spec
+    if props:
+        h.set_model_props(model, dict(sorted(props.items())))
+    model.graph.input[0].doc_string = (
+        "pixels in [0, 1], N x C x H x W; normalised inside the graph (nodes normalize.sub, normalize)"
+        if normalizer is not None else "N x C x H x W, as the net was trained on (no normaliser stored)")
     return model
 
 
 def export_onnx(net: Layer, path: str | os.PathLike[str], input_shape: Sequence[int] | None = None,
-                opset: int = MIN_OPSET, seed: int = 0) -> None:
+                opset: int = MIN_OPSET, seed: int = 0, normalizer: Any = None,
+                classes: Sequence[str] | None = None) -> None:
     """Write ``net`` as an ONNX file at ``path`` (atomically; checked with ``onnx.checker`` first).
 
     ``input_shape`` (C, H, W) defaults to the net's own; an unbuilt net is built (He init from ``seed``).
+    ``normalizer`` and ``classes`` make the file self-describing (see :func:`to_onnx_model`).
     Raises ModelFileError naming the layer when a layer has no ONNX operator (LOCAL, even-size LRN).
+
+    Example (a trained run: ``m = volnet.load_trained("runs/fmnist")``)::
+
+        export_onnx(m.net, "fmnist.onnx", normalizer=m.normalizer, classes=m.classes)
     """
     from volnet.io import atomic_write_bytes
 
     onnx = _onnx()
-    model = to_onnx_model(net, input_shape, opset, seed)
+    model = to_onnx_model(net, input_shape, opset, seed, normalizer, classes)
     data = model.SerializeToString()
     try:
         onnx.checker.check_model(model)
@@ -301,6 +389,8 @@ class _Importer:
         self.onnx = onnx
         g = model.graph
         self.graph = g
+        self.opset = max([int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")] or
+                         [MIN_OPSET])
         self.consts: dict[str, np.ndarray] = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
         real = [i for i in g.input if i.name not in self.consts]
         if len(real) != 1:
@@ -309,8 +399,10 @@ class _Importer:
         self.input_name = real[0].name
         tt = real[0].type.tensor_type
         self.dtype = np.dtype(np.float64) if tt.elem_type == onnx.TensorProto.DOUBLE else np.dtype(np.float32)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        # what a Reshape target's batch entry may be: copy (0), infer (-1), the file's own N, or Shape's N
+        self.batch_values = {0, -1, _BATCH} | ({int(dims[0])} if dims and dims[0] else set())
         if input_shape is None:
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
             if len(dims) < 2 or any(d is None or d < 1 for d in dims[1:]):
                 raise ModelFileError(f"ONNX import: input {self.input_name!r} has shape {dims}; give the "
                                      f"per-sample shape (input_shape=(C, H, W) or --input WxHxD)")
@@ -324,7 +416,10 @@ class _Importer:
         self.nodes: list[tuple[str, Layer, list[str]]] = []
         self.taken: set[str] = set()
         self.rng = np.random.default_rng(0)
-        self.fold_flatten: set[str] = set()
+        self.flat: set[str] = set()  # ONNX tensors that are flattened aliases of a volume (FC flattens)
+        self.affine: set[str] = set()  # volnet nodes that are per-channel x * w + b (BN layers made here)
+        self.layers: dict[str, Layer] = {}
+        self.squeezed: dict[str, tuple[str, Shape]] = {}  # ONNX tensor -> (volnet node, squeezed shape)
         consumers: dict[str, list[Any]] = {}
         for n in g.node:
             for i in n.input:
@@ -354,8 +449,10 @@ class _Importer:
         return self.tensor[t]
 
     def add(self, node: Any, layer: Layer, inputs: list[str], params: dict[str, np.ndarray] | None = None,
-            buffers: dict[str, np.ndarray] | None = None) -> None:
-        name = _safe_name(node.name, node.op_type.lower(), self.taken)
+            buffers: dict[str, np.ndarray] | None = None, suffix: str = "") -> str:
+        """Add ``layer`` for ``node`` on volnet nodes ``inputs``; return its volnet name (which the node's
+        first output now maps to). ``suffix`` names a second layer made for the same node."""
+        name = _safe_name(node.name + suffix, node.op_type.lower() + suffix, self.taken)
         s_in = [self.shape[i] for i in inputs] if layer.multi_input else self.shape[inputs[0]]
         try:
             out = layer.output_shape(s_in)  # type: ignore[arg-type]
@@ -373,7 +470,9 @@ class _Importer:
             raise self.fail(node, str(e).splitlines()[0]) from None
         self.shape[name] = out
         self.nodes.append((name, layer, inputs))
+        self.layers[name] = layer
         self.tensor[node.output[0]] = name
+        return name
 
     def _spatial(self, node: Any, a: dict[str, Any], kernel: Sequence[int], s_in: Shape,
                  dilation: Sequence[int] = (1, 1), ceil_mode: int = 0) -> tuple[list[int], list[int], str]:
@@ -419,17 +518,56 @@ class _Importer:
     def run(self) -> None:
         for node in self.graph.node:
             handler = getattr(self, f"op_{node.op_type}", None)
+            ins = [i for i in node.input if i]
+            if node.domain in ("", "ai.onnx") and ins and all(i in self.consts for i in ins):
+                self.fold(node)  # shape arithmetic, a transposed weight, ...: computed now
+                continue
             if node.domain not in ("", "ai.onnx") or handler is None:
+                hint = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+                hint = hint or f"express it with the supported ops ({', '.join(SUPPORTED_OPS)})"
                 raise ModelFileError(
                     f"ONNX node {node.name or '(unnamed)'!r} (op {node.op_type}) is not supported by volnet; "
-                    f"supported ops: {', '.join(SUPPORTED_OPS)}"
+                    f"nearest supported rewrite: {hint}"
                 )
             handler(node, _attrs(self.onnx, node))
 
+    def fold(self, node: Any) -> None:
+        """Evaluate a node whose inputs are all constants (``onnx.reference``) into constants."""
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            ref = ReferenceEvaluator(node, opsets={"": self.opset})
+            outs = ref.run(None, {i: self.consts[i] for i in node.input if i})
+        except Exception as e:  # an op the reference runtime lacks, bad attributes
+            raise self.fail(node, f"cannot evaluate this constant expression ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        for name, v in zip(node.output, outs):
+            if name:
+                self.consts[name] = np.asarray(v)
+
+    def consumers_of(self, tensor: str) -> list[Any]:
+        return self.consumers.get(tensor, [])
+
+    def sole_use(self, tensor: str) -> bool:
+        """Whether ``tensor`` feeds exactly one node and is not the graph output (safe to rewrite)."""
+        return len(self.consumers_of(tensor)) == 1 and tensor != self.output_name
+
+    def flatten(self, node: Any, x: str, suffix: str = "") -> None:
+        """A flatten of volnet node ``x`` to (N, -1): an alias when only FCs read it, else a FLATTEN."""
+        out = node.output[0]
+        users = self.consumers_of(out)
+        if len(self.shape[x]) == 1:
+            self.tensor[out] = x
+        elif users and all(u.op_type in ("Gemm", "MatMul") for u in users) and out != self.output_name:
+            self.tensor[out] = x  # FC flattens its input itself
+            self.flat.add(out)
+        else:
+            self.add(node, Flatten(), [x], suffix=suffix)
+
     def op_Constant(self, node: Any, a: dict[str, Any]) -> None:
-        if "value" not in a:
-            raise self.fail(node, "only tensor constants ('value') are supported")
-        self.consts[node.output[0]] = self.onnx.numpy_helper.to_array(a["value"])
+        if "sparse_value" in a:
+            raise self.fail(node, "sparse constants are not supported; store the tensor dense ('value')")
+        self.fold(node)  # value, value_float(s), value_int(s), ...
 
     def op_Identity(self, node: Any, a: dict[str, Any]) -> None:
         if node.input[0] in self.consts:  # PyTorch's exporter aliases shared weights this way
@@ -502,12 +640,84 @@ class _Importer:
     def op_Flatten(self, node: Any, a: dict[str, Any]) -> None:
         if int(a.get("axis", 1)) != 1:
             raise self.fail(node, f"Flatten axis {a['axis']} is not supported (only axis 1)")
+        self.flatten(node, self.src(node))
+
+    def op_CastLike(self, node: Any, a: dict[str, Any]) -> None:
+        if node.input[0] not in self.consts:
+            raise self.fail(node, "CastLike of a computed tensor is not supported; nearest supported "
+                                  "rewrite: keep one float dtype throughout (model.float())")
+        self.consts[node.output[0]] = self.consts[node.input[0]].astype(self.dtype)  # the like of a tensor
+
+    def op_Cast(self, node: Any, a: dict[str, Any]) -> None:
+        elem = self.onnx.TensorProto.DOUBLE if self.dtype == np.float64 else self.onnx.TensorProto.FLOAT
+        if int(a.get("to", 0)) != elem:
+            raise self.fail(node, "Cast of a computed tensor to another type is not supported; nearest "
+                                  "supported rewrite: keep one float dtype throughout (model.float())")
+        self.tensor[node.output[0]] = self.src(node)
+
+    def op_Shape(self, node: Any, a: dict[str, Any]) -> None:
+        dims = [_BATCH, *self.shape[self.src(node)]]
+        start, end = int(a.get("start", 0)), a.get("end")
+        self.consts[node.output[0]] = np.array(dims[start:None if end is None else int(end)], dtype=np.int64)
+
+    def op_Reshape(self, node: Any, a: dict[str, Any]) -> None:
         x = self.src(node)
-        users = self.consumers.get(node.output[0], [])
-        if users and all(u.op_type == "Gemm" for u in users) and node.output[0] != self.output_name:
-            self.tensor[node.output[0]] = x  # FC flattens its input itself
+        t = [int(v) for v in self.const(node, node.input[1], "shape").reshape(-1)]
+        s = self.shape[x]
+        per = int(np.prod(s))
+        batch_ok = bool(t) and t[0] in self.batch_values and not (t[0] == 0 and int(a.get("allowzero", 0)))
+        if batch_ok and len(t) == 2 and (t[1] == per or (t[1] == -1 and t[0] != -1)):
+            self.flatten(node, x)
+        elif batch_ok and t[1:] == list(s):
+            self.tensor[node.output[0]] = x  # a no-op reshape
+        else:
+            raise self.fail(node, f"Reshape of a {list(s)} sample to {t} is not supported; nearest supported "
+                                  f"rewrite: torch.flatten(x, 1) to (N, {per}) before nn.Linear")
+
+    def axes(self, node: Any, a: dict[str, Any], rank: int, default: Sequence[int]) -> list[int]:
+        """The sorted, non-negative ``axes`` of a node: the attribute (older opsets) or input 1 (newer)."""
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, node.input[1], "axes").reshape(-1).tolist()
+        return sorted({int(v) + rank if int(v) < 0 else int(v) for v in (axes or default)})
+
+    def op_Squeeze(self, node: Any, a: dict[str, Any]) -> None:
+        """Squeezing the 1 x 1 of a (C, 1, 1) volume (after GAP) flattens it, in one Squeeze or two."""
+        x, s = self.squeezed.get(node.input[0]) or (self.src(node), None)
+        s = s or self.shape[x]
+        axes = self.axes(node, a, len(s) + 1, [i for i, d in enumerate(s, start=1) if d == 1])
+        kept = tuple(d for i, d in enumerate(s, start=1) if i not in axes)
+        if len(self.shape[x]) == 3 and self.shape[x][1:] == (1, 1) and 1 not in axes and all(
+                s[i - 1] == 1 for i in axes):
+            if len(kept) == 1:
+                self.flatten(node, x)
+                return
+            self.squeezed[node.output[0]] = (x, kept)  # (C, 1): half-way, for the next Squeeze
             return
-        self.add(node, Flatten(), [x])
+        raise self.fail(node, f"Squeeze of axes {axes} of a {list(s)} sample is not supported; nearest "
+                              f"supported rewrite: torch.flatten(x, 1) after global average pooling")
+
+    def op_ReduceMean(self, node: Any, a: dict[str, Any]) -> None:
+        x = self.src(node)
+        s = self.shape[x]
+        axes = self.axes(node, a, len(s) + 1, [])
+        if len(s) != 3 or axes != [2, 3]:
+            raise self.fail(node, f"ReduceMean over axes {axes} of a {list(s)} sample is not supported; "
+                                  f"nearest supported rewrite: a mean over H, W (x.mean((2, 3)), "
+                                  f"nn.AdaptiveAvgPool2d(1)), which is GAP")
+        gap = self.add(node, GlobalAvgPool(), [x])
+        if not int(a.get("keepdims", 1)):
+            self.flatten(node, gap, suffix="_flatten")
+
+    def op_MatMul(self, node: Any, a: dict[str, Any]) -> None:
+        x = self.src(node)
+        w = self.const(node, node.input[1], "weight")
+        if w.ndim != 2 or (len(self.shape[x]) != 1 and node.input[0] not in self.flat):
+            raise self.fail(node, f"MatMul of a {list(self.shape[x])} sample by a {list(w.shape)} constant "
+                                  f"is not supported; nearest supported rewrite: nn.Linear on (N, K) inputs "
+                                  f"(torch.flatten(x, 1) first)")
+        n_out = int(w.shape[1])
+        self.add(node, FC(n_out, int(w.shape[0])), [x], {"w": w.T, "b": np.zeros(n_out, dtype=w.dtype)})
 
     def op_Gemm(self, node: Any, a: dict[str, Any]) -> None:
         x = self.src(node)
@@ -567,7 +777,74 @@ class _Importer:
     def op_Add(self, node: Any, a: dict[str, Any]) -> None:
         from volnet.net import Add
 
-        self._merge(node, Add())
+        if any(t in self.consts for t in node.input):
+            self._affine(node, "Add")
+        else:
+            self._merge(node, Add())
+
+    def op_Sub(self, node: Any, a: dict[str, Any]) -> None:
+        self._affine(node, "Sub")
+
+    def op_Mul(self, node: Any, a: dict[str, Any]) -> None:
+        self._affine(node, "Mul")
+
+    def op_Div(self, node: Any, a: dict[str, Any]) -> None:
+        self._affine(node, "Div")
+
+    def _channel_const(self, node: Any, c: np.ndarray, s: Shape) -> np.ndarray:
+        """A constant that broadcasts per channel over (N, *s): its (C,) values."""
+        C = int(s[0])
+        per_channel = (C,) + (1,) * (len(s) - 1)
+        shape = tuple(int(d) for d in c.shape)
+        while len(shape) > len(s) and shape[0] == 1:
+            shape = shape[1:]
+        if c.size == 1:
+            return np.full(C, float(c.reshape(-1)[0]))
+        if shape == per_channel:
+            return c.reshape(C).astype(np.float64)
+        raise self.fail(node, f"a constant of shape {list(c.shape)} on a {list(s)} sample is not "
+                              f"per-channel; supported: a scalar or one value per channel "
+                              f"({list(per_channel)}), as in (x - mean) / std normalisation")
+
+    def _affine(self, node: Any, op: str) -> None:
+        """x + c, x - c, c - x, x * c, c * x, x / c with per-channel constants c: a BN layer computing
+        x * w + b (mean 0, variance 1), merged into the FC before it (bias) or the affine layer before it."""
+        first_const = node.input[0] in self.consts
+        if first_const == (node.input[1] in self.consts):
+            raise self.fail(node, f"{op} of two computed tensors is not supported; nearest supported "
+                                  f"rewrite: a residual sum (op Add)")
+        if first_const and op == "Div":
+            raise self.fail(node, "a constant divided by a tensor is not supported; nearest supported "
+                                  "rewrite: multiply by a per-channel constant")
+        t_in = node.input[1] if first_const else node.input[0]
+        x = self.src(node, 1 if first_const else 0)
+        c = self._channel_const(node, self.consts[node.input[0 if first_const else 1]], self.shape[x])
+        layer = self.layers.get(x)
+        if op in ("Add", "Sub") and not first_const and isinstance(layer, FC) and self.sole_use(t_in):
+            layer.params["b"][...] += c if op == "Add" else -c  # MatMul + Add, Gemm + Add: the FC's bias
+            self.tensor[node.output[0]] = x
+            return
+        if not (x in self.affine and self.sole_use(t_in)):
+            C = int(self.shape[x][0])
+            one, zero = np.ones(C), np.zeros(C)
+            layer = self.make(node, BatchNorm, eps=1e-12)
+            x = self.add(node, layer, [x], {"w": one, "b": zero}, {"running_mean": zero, "running_var": one})
+            self.affine.add(x)
+        assert layer is not None
+        w, b = layer.params["w"].astype(np.float64), layer.params["b"].astype(np.float64)
+        if op == "Add":
+            b = b + c
+        elif op == "Sub":
+            w, b = (-w, c - b) if first_const else (w, b - c)
+        elif op == "Mul":
+            w, b = w * c, b * c
+        else:
+            if np.any(c == 0):
+                raise self.fail(node, "division by a zero constant")
+            w, b = w / c, b / c
+        layer.params["w"][...] = w
+        layer.params["b"][...] = b
+        self.tensor[node.output[0]] = x
 
     def op_Sum(self, node: Any, a: dict[str, Any]) -> None:
         self.op_Add(node, a)
@@ -606,14 +883,63 @@ class _Importer:
         return net
 
 
+@dataclass
+class OnnxModel:
+    """What :func:`read_onnx` finds in a file: the ``net`` (without the input normalisation), the
+    ``normalizer`` its leading ``Sub``/``Div`` nodes compute (None: the file takes its inputs as they are),
+    the ``classes`` of ``metadata_props["volnet.classes"]`` (None: unnamed) and all ``metadata``."""
+
+    net: Any
+    normalizer: Any
+    classes: list[str] | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def read_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None) -> OnnxModel:
+    """Read an ONNX file as a net plus its preprocessing and class names (see the module docstring).
+
+    The per-channel ``(x - mean) / std`` the graph applies to its input (a volnet export's
+    ``normalize.sub``/``normalize`` nodes, or any ``Sub``/``Div``/``Mul`` by per-channel constants right
+    after the input) becomes a :class:`~volnet.data.Normalizer` and leaves the net; everything else is as
+    :func:`import_onnx`. ``normalizer.transform(x)`` then ``net.forward`` computes what the file computes.
+    """
+    from volnet.data import Normalizer
+
+    model, imp = _import(path, input_shape)
+    meta = {p.key: p.value for p in model.metadata_props}
+    norm = None
+    first = imp.nodes[0][0] if imp.nodes else None
+    users = [n for n, _, ins in imp.nodes if "input" in ins]
+    if (first in imp.affine and users == [first] and imp.tensor[imp.output_name] != first):
+        layer = imp.layers[first]
+        w, b = layer.params["w"].astype(np.float64), layer.params["b"].astype(np.float64)
+        if np.all(w > 0):  # x * w + b == (x - mean) / std with std = 1 / w, mean = -b / w
+            norm = Normalizer((-b / w).tolist(), (1.0 / w).tolist())
+            imp.nodes = [(n, lay, ["input" if i == first else i for i in ins])
+                         for n, lay, ins in imp.nodes[1:]]
+    classes = None
+    if "volnet.classes" in meta:
+        try:
+            classes = [str(c) for c in json.loads(meta["volnet.classes"])]
+        except (json.JSONDecodeError, TypeError):
+            raise ModelFileError(f"{path}: metadata volnet.classes is not a JSON list of names") from None
+    return OnnxModel(imp.net(), norm, classes, meta)
+
+
 def import_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None = None) -> Any:
     """Read an ONNX file into a built volnet net (Sequential for a chain of layers, else Graph).
 
     ``input_shape`` (C, H, W) is needed only when the file's input has symbolic spatial sizes. Node names
     become layer names (characters other than letters, digits, ``_`` and ``-`` replaced by ``_``).
+    Input normalisation nodes stay in the net (as an affine BN layer); :func:`read_onnx` takes them out
+    as a Normalizer and also returns the class names.
     Raises ModelFileError (one line) for a missing or corrupt file and for unsupported operators, naming
-    the op type and the node.
+    the op type, the node and the nearest supported rewrite.
     """
+    return _import(path, input_shape)[1].net()
+
+
+def _import(path: str | os.PathLike[str], input_shape: Sequence[int] | None) -> tuple[Any, _Importer]:
     onnx = _onnx()
     p = Path(path)
     if not p.is_file():
@@ -629,7 +955,8 @@ def import_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None 
     shape = None if input_shape is None else tuple(int(v) for v in input_shape)
     imp = _Importer(onnx, model, shape)
     imp.run()
-    return imp.net()
+    return model, imp
 
 
-__all__ = ["MIN_OPSET", "SUPPORTED_OPS", "export_onnx", "import_onnx", "to_onnx_model"]
+__all__ = ["MIN_OPSET", "SUPPORTED_OPS", "OnnxModel", "export_onnx", "import_onnx", "read_onnx",
+           "to_onnx_model"]

@@ -13,8 +13,9 @@ inference), each a public function that can be called and tested on its own:
 then :func:`to_layers` makes :mod:`volnet.layers` objects and :func:`build` returns a built
 :class:`volnet.net.Sequential`.
 
-Notation (case-insensitive; whitespace and newlines are free; layers are separated by ``->``, ``→`` or a
-lone ``-`` between spaces, as the notes write ``[INPUT - CONV - RELU - POOL - FC]``):
+Notation (case-insensitive; whitespace and newlines are free; ``#`` starts a comment to the end of the
+line, on a line of its own or after a layer; layers are separated by ``->``, ``→`` or a lone ``-`` between
+spaces, as the notes write ``[INPUT - CONV - RELU - POOL - FC]``):
 
 - ``INPUT [WxHxD]``: the input volume, W width, H height, D depth; ``INPUT [28x28]`` means D = 1.
 - ``CONVF-K``: K filters of size FxF, stride 1, size-preserving padding P = (F_eff - 1)//2.
@@ -83,7 +84,7 @@ class Token:
     source: str = field(default="", repr=False, compare=False)
 
 
-_WS = re.compile(r"\s+")
+_WS = re.compile(r"\s+|#[^\n]*")  # whitespace and comments (``# ...`` to the end of the line)
 _ARROW = re.compile(r"->|→|=>|⟶|-(?=\s|$)")
 _SHAPE = re.compile(r"\[\s*(\d+)\s*[x×X]\s*(\d+)\s*(?:[x×X]\s*(\d+)\s*)?\]")
 _REPEAT = re.compile(r"\*\s*(\d+)")

@@ -33,6 +33,7 @@ See: Keras ``model.summary()``, ``torchinfo.summary``.
 from __future__ import annotations
 
 import difflib
+import html
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,20 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} TB"
+
+
+def format_count(n: float) -> str:
+    """A count in human units, 3 significant digits (1000-based, as torchinfo): ``11.7M``, ``1.81G``.
+
+    >>> format_count(11_689_512), format_count(1_814_073_344), format_count(698), format_count(21_298)
+    ('11.7M', '1.81G', '698', '21.3K')
+    """
+    n = float(n)
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 999.5 or unit == "T":
+            return f"{n:.0f}" if not unit else f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}T"  # pragma: no cover - the loop returns at "T"
 
 
 def optimizer_factor(optimizer: str | None) -> int:
@@ -151,9 +166,53 @@ class Row:
         return d
 
 
+def fold_rows(rows: list[Row], depth: int, kinds: dict[str, str] | None = None) -> list[Row]:
+    """Rows with every layer deeper than ``depth`` dotted name parts folded into its block at that depth
+    (as torchinfo's ``depth``): a block row has the block's input and output volume, the sum of its
+    parameters and multiply-adds, and its stored activations. ``kinds``: block name -> type for the
+    notation column (default ``BLOCK``). ``rows[0]`` (the input) stays.
+
+    >>> r = [Row("input", "INPUT", (), (3, 8, 8), 192, False, 0, 0, 0),
+    ...      Row("b.conv", "CONV3-4", (3, 8, 8), (4, 8, 8), 256, True, 108, 4, 6912),
+    ...      Row("b.relu", "RELU", (4, 8, 8), (4, 8, 8), 256, False, 0, 0, 0)]
+    >>> [(x.name, x.token, x.params, x.activations) for x in fold_rows(r, 1)]
+    [('input', 'INPUT', 0, 192), ('b', 'BLOCK[2]', 112, 256)]
+    """
+    if depth < 1:
+        raise VolnetError(f"depth must be >= 1, got {depth}")
+    out: list[Row] = list(rows[:1])
+    group: list[Row] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        if len(group) == 1 and group[0].name.count(".") < depth:
+            out.append(group[0])
+        else:
+            name = ".".join(group[0].name.split(".")[:depth])
+            kind = (kinds or {}).get(name, "BLOCK")
+            out.append(Row(name, f"{kind}[{len(group)}]", group[0].in_shape, group[-1].out_shape,
+                           sum(r.activations for r in group if r.stored), True,
+                           sum(r.weights for r in group), sum(r.biases for r in group),
+                           sum(r.macs for r in group)))
+        group.clear()
+
+    for r in rows[1:]:
+        key = ".".join(r.name.split(".")[:depth])
+        if group and ".".join(group[0].name.split(".")[:depth]) != key:
+            flush()
+        group.append(r)
+    flush()
+    return out
+
+
 @dataclass
 class Summary:
-    """Rows (``rows[0]`` is the input), per-sample ``totals`` and the ``memory`` accounting for ``batch``."""
+    """Rows (``rows[0]`` is the input), per-sample ``totals`` and the ``memory`` accounting for ``batch``.
+
+    ``depth`` (None: every layer) folds the table's rows into blocks (:func:`fold_rows`); the totals are
+    always over every layer. In a notebook the summary shows as its table (``_repr_html_``).
+    """
 
     rows: list[Row]
     totals: dict[str, int]
@@ -162,6 +221,51 @@ class Summary:
     batch: int
     dtype: str
     advice: list[str] = field(default_factory=list)
+    depth: int | None = None
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def shown_rows(self) -> list[Row]:
+        """The table's rows: all of them, or folded to ``depth``."""
+        return self.rows if self.depth is None else fold_rows(self.rows, self.depth, self.kinds)
+
+    def counts_line(self) -> str:
+        """``parameters 11,689,512 (11.7M): trainable 11,689,512, frozen 0; multiply-adds 1,814,073,344
+        (1.81G)``."""
+        t = self.totals
+        return (f"parameters {t['params']:,} ({format_count(t['params'])}): trainable {t['trainable']:,}, "
+                f"frozen {t['frozen']:,}; multiply-adds {t['macs']:,} ({format_count(t['macs'])}) per image")
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _table(self) -> tuple[list[str], list[list[str]], list[str]]:
+        head = ["layer", "notation", "output [WxHxD]", "activations", "parameters (w+b)", "multiply-adds"]
+        body = []
+        for r in self.shown_rows():
+            acts = f"{r.activations:,}" if r.stored or r.name == "input" else f"({r.activations:,})"
+            body.append([r.name, r.token, r.volume, acts, r.params_text(), f"{r.macs:,}"])
+        t = self.totals
+        foot = ["total", "", "", f"{t['activations']:,}", f"{t['params']:,}", f"{t['macs']:,}"]
+        return head, body, foot
+
+    def _repr_html_(self) -> str:
+        """The table as HTML (Jupyter/IPython show it instead of the text)."""
+        head, body, foot = self._table()
+        esc = html.escape
+
+        def tr(cells: list[str], tag: str = "td") -> str:
+            return "<tr>" + "".join(
+                f'<{tag} style="text-align:{"right" if i >= 3 else "left"}">{esc(c)}</{tag}>'
+                for i, c in enumerate(cells)) + "</tr>"
+
+        m = self.memory
+        mem = (f"memory for batch {self.batch}, {self.dtype}: activations + gradients "
+               f"{format_bytes(m['activations_bytes'] + m['gradients_bytes'])}, parameters "
+               f"x{m['param_factor']} {format_bytes(m['params_bytes'])}, input "
+               f"{format_bytes(m['input_bytes'])}; total {format_bytes(m['total_bytes'])}")
+        return ("<table>\n<thead>" + tr(head, "th") + "</thead>\n<tbody>\n"
+                + "\n".join(tr(b) for b in body) + "\n</tbody>\n<tfoot>" + tr(foot, "th")
+                + "</tfoot>\n</table>\n" + f"<p>{esc(self.counts_line())}<br>{esc(mem)}</p>")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``volnet summary --json``)."""
@@ -177,13 +281,7 @@ class Summary:
         }
 
     def __str__(self) -> str:
-        head = ["layer", "notation", "output [WxHxD]", "activations", "parameters (w+b)", "multiply-adds"]
-        body = []
-        for r in self.rows:
-            acts = f"{r.activations:,}" if r.stored or r.name == "input" else f"({r.activations:,})"
-            body.append([r.name, r.token, r.volume, acts, r.params_text(), f"{r.macs:,}"])
-        t = self.totals
-        foot = ["total", "", "", f"{t['activations']:,}", f"{t['params']:,}", f"{t['macs']:,}"]
+        head, body, foot = self._table()
         widths = [max(len(row[i]) for row in [head, *body, foot]) for i in range(len(head))]
         right = [False, False, False, True, True, True]
 
@@ -194,9 +292,13 @@ class Summary:
         rule = "  ".join("-" * w for w in widths)
         out = [line(head), rule, *(line(b) for b in body), rule, line(foot)]
         notes = "total activations: the layers' outputs per image (the input is the input batch below)"
-        if any(not r.stored and r.name != "input" for r in self.rows):
+        if any(not r.stored and r.name != "input" for r in self.shown_rows()):
             notes += "\n(in parentheses): RELU runs in place, FLATTEN is a view: not counted"
+        if self.depth is not None:
+            notes += (f"\nblocks folded at depth {self.depth}: NAME[n] is n layers, their parameters, "
+                      "multiply-adds and stored activations summed")
         out.append(notes)
+        out.append(self.counts_line())
         m = self.memory
         bpv = m["bytes_per_value"]
         out.append("")
@@ -295,6 +397,8 @@ def summary(
     memory: int | float | str | None = None,
     optimizer: str | None = None,
     dtype: Any = "float32",
+    depth: int | None = None,
+    frozen: Any = None,
 ) -> Summary:
     """Rows, totals and the notes' memory accounting of a net or a spec string.
 
@@ -307,6 +411,10 @@ def summary(
         optimizer: ``sgd``, ``momentum``, ``nesterov``, ``adagrad``, ``rmsprop``, ``adam``: sets the
             parameter factor (2, 3, 3, 3, 3, 4); None: the notes' 3.
         dtype: ``float32`` (4 bytes per value) or ``float64`` (8).
+        depth: fold the table's rows into blocks at this many dotted name parts (``layer1`` at 1,
+            ``layer1.0`` at 2), as torchinfo's ``depth``; None shows every layer.
+        frozen: parameter names left out of training (``volnet.zoo.freeze``, a run's ``--freeze``):
+            ``totals["frozen"]`` counts them, ``totals["trainable"]`` the rest.
     """
     import numpy as np
 
@@ -332,8 +440,13 @@ def summary(
     else:
         raise VolnetError(f"summary needs a spec string or a net, got {type(net_or_spec).__name__}")
 
+    if depth is not None and (isinstance(depth, bool) or int(depth) != depth or depth < 1):
+        raise VolnetError(f"depth must be an integer >= 1, got {depth!r}")
     shapes = net.layer_shapes(tuple(shape))  # traced once: rows and advice
     rows = _rows(shapes, shape)
+    frozen_names = set(frozen or ())
+    n_frozen = sum(math.prod(s) for name, layer, in_shape, _ in shapes
+                   for k, s in layer.param_shapes(tuple(in_shape)).items() if f"{name}.{k}" in frozen_names)
     layers = rows[1:]
     totals = {
         "layers": len(layers),
@@ -344,6 +457,8 @@ def summary(
         "params": sum(r.params for r in layers),
         "macs": sum(r.macs for r in layers),
     }
+    totals["frozen"] = int(n_frozen)
+    totals["trainable"] = totals["params"] - totals["frozen"]
     bpv = BYTES_PER_VALUE[dname]
     acts = totals["activations"] * batch
     params = totals["params"] * factor
@@ -366,4 +481,8 @@ def summary(
             budget_bytes=budget, fixed_bytes=fixed, per_image_bytes=per_image,
             max_batch=max(0, (budget - fixed) // per_image) if per_image else 0,
         )
-    return Summary(rows, totals, mem, tuple(shape), batch, dname, sizing_advice(net, shape, shapes))
+    kinds = {}
+    if depth is not None and hasattr(net, "named_layers"):
+        kinds = {name: type(layer).__name__.upper() for name, layer in net.named_layers(leaves_only=False)}
+    return Summary(rows, totals, mem, tuple(shape), batch, dname, sizing_advice(net, shape, shapes),
+                   None if depth is None else int(depth), kinds)

@@ -447,6 +447,18 @@ _SPECS: dict[str, Callable[..., str]] = {
 
 _DEFAULT_CLASSES = {"lenet5": 10}
 
+#: The paper of each zoo model (``volnet zoo`` lists them).
+PAPERS = {
+    "lenet5": "LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
+    "alexnet": "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks",
+    "zfnet": "Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks",
+    **dict.fromkeys(("vgg11", "vgg16", "vgg19"), "Simonyan & Zisserman 2014, Very Deep Convolutional "
+                                                 "Networks for Large-Scale Image Recognition"),
+    "googlenet": "Szegedy et al. 2014, Going Deeper with Convolutions",
+    **dict.fromkeys(("resnet18", "resnet34", "resnet50"), "He et al. 2015, Deep Residual Learning for Image "
+                                                          "Recognition"),
+}
+
 
 def names() -> list[str]:
     """The zoo's model names, in the order of the notes' case studies."""

@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         name, data_dir, val=stored.get("val") if same else None,
         seed=int(stored.get("seed", 0)) if same else 0,
         limit_train=stored.get("limit_train") if same else None,
-        num_classes=stored.get("num_classes") if same else None, download=False, quiet=True)
+        num_classes=stored.get("num_classes") if same else None, download=False, quiet=True,
+        channels=stored.get("channels") if same else (1 if model.input_shape[0] == 1 and
+                                                      name.startswith("folder:") else None))
     ds = {"test": test, "val": val, "train": train}[args.split]
     if ds is None:
         raise DataError(f"{used} has no {args.split} split here; choose --split "
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if tuple(ds.shape) != model.input_shape:
         raise ShapeError(f"{model.path} takes images of shape {model.input_shape} (C, H, W) but {used} "
                          f"images are {ds.shape}; evaluate on the dataset it was trained for")
-    r = evaluate(model.net, ds.x, ds.y, model.normalizer, args.batch)
+    r = evaluate(model.net, ds.x, ds.y, model.normalizer, args.batch,
+                 progress="off" if args.json else "auto", desc=f"evaluate {used} {args.split}")
     k = r.probs.shape[1]
     classes = list(ds.classes) if len(ds.classes) == k else model.class_names(k)
     cm = r.confusion(k)

@@ -4,15 +4,19 @@ Each subcommand lives in its own module ``volnet.cli.<name>`` providing
 ``HELP: str``, ``EXAMPLES: str``, ``add_arguments(parser)`` and ``run(args) -> int``.
 User errors (any :class:`volnet.errors.VolnetError`, ``FileNotFoundError``) print one line to stderr and
 exit with status 2; no traceback.
+
+Shell completion (bash; zsh after ``autoload -U bashcompinit && bashcompinit``) comes from argcomplete,
+the optional extra ``volnet[completion]``: ``eval "$(register-python-argcomplete volnet)"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-COMMANDS = ["summary", "train", "evaluate", "predict", "export", "import"]
+COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "export", "import"]
 
 EPILOG = """examples (from the notes):
   volnet summary "INPUT [32x32x3] -> CONV5-12 -> RELU -> POOL2 -> FC-10"
@@ -21,6 +25,7 @@ EPILOG = """examples (from the notes):
   volnet summary vgg16 --batch 32
   volnet train --model default --data fashion-mnist --epochs 5 --out runs/fmnist
   volnet evaluate runs/fmnist/best --data fashion-mnist
+  volnet zoo                                   # the model zoo: name, parameters, input size, paper
 """
 
 
@@ -35,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from volnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"volnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -59,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     from volnet.errors import VolnetError
 
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete's protocol)
+        try:
+            import argcomplete
+        except ImportError:
+            pass
+        else:
+            argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

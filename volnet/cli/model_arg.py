@@ -1,7 +1,7 @@
 """What a MODEL argument names: one resolver for every subcommand (``summary``, ``export``, ``train``).
 
 In this order: ``default`` (where the command allows it), a directory (a saved model or a training run),
-a file holding a spec (lines starting with ``#`` are comments), a zoo name (:func:`volnet.zoo.lookup`:
+a file holding a spec (``#`` starts a comment), a zoo name (:func:`volnet.zoo.lookup`:
 case, ``-`` and ``_`` ignored), otherwise a spec in the notes' notation.
 
 >>> resolve_model_arg("resnet-18").kind, resolve_model_arg("ResNet-18").text
@@ -54,12 +54,12 @@ def zoo_key(arg: str) -> str | None:
 
 
 def read_spec_file(path: str) -> str:
-    """The spec in the file ``path`` without its ``#`` comment lines."""
+    """The spec in the file ``path``, as it is: ``#`` comments (a line of their own or after a layer) are
+    the notation's, so a spec error's line number is the file's own line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(f"{path} is not a text file with a spec ({e.reason} at byte {e.start})") from None
-    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
 
 
 def resolve_model_arg(arg: str, allow_default: bool = False) -> ModelArg:

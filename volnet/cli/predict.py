@@ -1,14 +1,17 @@
 """``volnet predict MODEL_OR_RUN_DIR IMAGE...``: the top-5 classes of image files.
 
 Each image is read with Pillow, converted to the model's depth (grey ``L`` for 1 channel, ``RGB`` for 3),
-resized to the model's W x H (bilinear), scaled to [0, 1] and normalised with the statistics stored at
-training time; class names come from the run.
+resized to the model's W x H (bilinear, said on stderr), scaled to [0, 1] and normalised with the statistics
+stored at training time (or with the model: ``volnet import`` of a volnet export); class names come from
+the run. A model without a stored normaliser gets a warning (its inputs are used as they are), and a light
+background on a grey image a note suggesting ``--invert``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -43,8 +46,26 @@ def run(args: argparse.Namespace) -> int:
     shape = model.input_shape
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise DataError(f"{model.path} takes inputs of shape {shape}; predict needs 1- or 3-channel images")
+    if model.normalizer is None:
+        print(f"volnet predict: warning: {model.path} stores no input normaliser (mean/std): the images "
+              f"go in as [0, 1] pixels; if the net was trained on normalised inputs the answers are wrong "
+              f"(export the run directory, whose ONNX file carries it)", file=sys.stderr)
     c, h, w = shape
-    x = np.stack([read_image(p, size=(h, w), mode="L" if c == 1 else "RGB") for p in args.images])
+    mode = "L" if c == 1 else "RGB"
+    images = []
+    for p in args.images:
+        raw = read_image(p, mode=mode)
+        if raw.shape[1:] != (h, w):
+            print(f"volnet predict: note: {p}: resized {raw.shape[2]}x{raw.shape[1]} -> {w}x{h} (the "
+                  f"model's input)", file=sys.stderr)
+            images.append(read_image(p, size=(h, w), mode=mode))
+        else:
+            images.append(raw)
+        edge = np.concatenate([raw[:, 0], raw[:, -1], raw[:, :, 0], raw[:, :, -1]], axis=None)
+        if c == 1 and not args.invert and float(edge.mean()) > 0.5:
+            print(f"volnet predict: note: {p} has a light background; models trained on Fashion-MNIST/MNIST "
+                  f"expect a light object on black: try --invert", file=sys.stderr)
+    x = np.stack(images)
     if args.invert:
         x = np.float32(1.0) - x
     probs = model.probabilities(x.astype(np.float32))

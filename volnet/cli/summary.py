@@ -1,13 +1,15 @@
 """``volnet summary SPEC_OR_MODEL``: the layer table and the notes' memory accounting.
 
-SPEC_OR_MODEL is, in this order: a saved model directory (:func:`volnet.io.load`), a file holding a spec,
-a model zoo name (``vgg16``), or a spec in the notes' notation.
+SPEC_OR_MODEL is, in this order: a training run (its ``best/``), a checkpoint or saved model directory
+(:func:`volnet.train.load_trained`), a file holding a spec, a model zoo name (``vgg16``), or a spec in the
+notes' notation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from typing import Any
 
@@ -23,6 +25,8 @@ EXAMPLES = """examples (from the notes):
   volnet summary vgg16.txt --batch 32 --memory 4GB --optimizer momentum
   volnet summary runs/fmnist/best --input 32x32x1 --json
   volnet summary vgg16 --memory 12GB --dtype float64
+  volnet summary resnet18 --depth 1                          # blocks folded: layer1 .. layer4 one row each
+  volnet summary runs/fmnist                                 # a run: its best/ model, frozen layers counted
 
 memory = activations + their gradients (x batch) + parameters x3 (params, grads, one optimizer cache;
 x2 sgd, x4 adam) + the input batch; values x4 bytes (x8 float64), divided by 1024 for KB/MB/GB.
@@ -44,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default=None, metavar="NAME",
                    help="sgd, momentum, nesterov, adagrad, rmsprop, adam: parameter memory factor "
                         "2/3/3/3/3/4 (default 3, as the notes)")
+    p.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="fold the rows into blocks N name parts deep (resnet18: 1 = layer1..layer4, "
+                        "2 = their blocks), as torchinfo's depth; totals stay over every layer")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -53,9 +60,9 @@ def resolve(arg: str, input_shape: str | None = None) -> Any:
 
     m = resolve_model_arg(arg)
     if m.kind == "dir":
-        from volnet.io import load
+        from volnet.train import load_trained
 
-        return load(arg)
+        return load_trained(arg).net  # a run (best/), a checkpoint or a model directory
     if m.kind == "zoo":
         from volnet import zoo
 
@@ -65,12 +72,21 @@ def resolve(arg: str, input_shape: str | None = None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from volnet.cli.model_arg import exists
     from volnet.summary import summary
 
-    target = resolve(args.model, args.input)
+    frozen = None
+    if exists(args.model, os.path.isdir):
+        from volnet.train import load_trained
+
+        trained = load_trained(args.model)  # a run (best/), a checkpoint or a model directory
+        target: Any = trained.net
+        frozen = trained.info.get("config", {}).get("frozen")
+    else:
+        target = resolve(args.model, args.input)
     try:
         s = summary(target, input_shape=args.input, batch=args.batch, memory=args.memory,
-                    optimizer=args.optimizer, dtype=args.dtype)
+                    optimizer=args.optimizer, dtype=args.dtype, depth=args.depth, frozen=frozen)
     except SpecError as e:
         if isinstance(target, str) and re.fullmatch(r"[A-Za-z][\w.-]*", target.strip()):
             import difflib
@@ -78,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
             from volnet import zoo
 
             close = difflib.get_close_matches(target.strip().lower(), zoo.names(), n=1)
-            also = f"; did you mean the zoo model {close[0]!r}?" if close else ""
-            hint = f" (not a file, model directory or zoo name either{also})"
-            first, _, rest = str(e).partition("\n")
-            raise SpecError(f"{first}{hint}\n{rest}" if rest else first + hint) from e
+            first = str(e).partition("\n")[0]
+            if close:  # a mistyped zoo name: say so first
+                raise SpecError(f"{target.strip()!r} is not a zoo model: did you mean {close[0]!r}? (nor a "
+                                f"file, model directory or spec: {first})") from e
+            raise SpecError(f"{first} (not a file, model directory or zoo name either; zoo: "
+                            f"{', '.join(zoo.names())})") from e
         raise
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": "adam", "lr": None, "schedule": "cosine", "warmup": 0.2, "step_size": None, "gamma": 0.1,
     "min_lr": 0.0, "weight_decay": 0.0, "momentum": None, "clip": None, "val": None, "seed": 0,
     "out": None, "save_every": None, "limit_train": None, "num_classes": None, "augment": "default",
-    "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep",
+    "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep", "channels": None,
 }
 #: Options a resumed run may change.
 RESUMABLE = {"epochs", "save_every"}
@@ -76,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fashion-mnist, mnist, cifar10, cifar100, digits, synthetic or folder:PATH "
                         f"(default {d['data']})")
     p.add_argument("--data-dir", metavar="DIR", help="where the dataset files are (default: cache, system)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="folder:PATH images as 1 (grayscale) or 3 (RGB, the default) channels")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"passes over the training set (default {d['epochs']})")
     p.add_argument("--batch", type=int, metavar="B", help=f"mini-batch size (default {d['batch']})")
@@ -100,7 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<data>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from RUN_DIR/last")
     p.add_argument("--save-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
-    p.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training images")
+    p.add_argument("--limit-train", type=int, metavar="N",
+                   help="use only the first N training images; the validation split (--val) is then sized "
+                        "on N too: 10%% of N (at most 5000), or the --val fraction of N")
     p.add_argument("--num-classes", type=int, metavar="K",
                    help="number of classes (synthetic data: how many to make; else must match the data); the "
                         "net ends in FC-K (a zoo or saved model gets a new head, --init skips a head of "
@@ -151,8 +155,10 @@ def _val_size(text: Any, n: int) -> float | int:
 
 def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: int = 0,
               limit_train: int | None = None, num_classes: int | None = None, download: bool = True,
-              quiet: bool = False) -> tuple[Any, Any, Any, str]:
+              quiet: bool = False, channels: int | None = None) -> tuple[Any, Any, Any, str]:
     """``(train, val_or_None, test_or_None, name_used)`` for the CLI.
+
+    ``channels`` (1 or 3) reads a ``folder:PATH`` dataset's images as grayscale or RGB.
 
     Fashion-MNIST without its files (and no ``data_dir``) falls back to digits with a note on stderr.
     Unreadable files become a one-line DataError.
@@ -163,6 +169,10 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
     options: dict[str, Any] = {}
     if key == "synthetic" and num_classes is not None:
         options["num_classes"] = num_classes
+    if channels is not None:
+        if not key.startswith("folder:"):
+            raise DataError(f"--channels applies to folder:PATH image datasets; {name} has its own depth")
+        options["mode"] = "L" if channels == 1 else "RGB"
     try:
         try:
             train, test = load_dataset(name, data_dir, download=download and key != "fashion-mnist",
@@ -182,7 +192,11 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
     if num_classes is not None and num_classes != train.num_classes:
         raise DataError(f"--num-classes {num_classes} but {name} has {train.num_classes} classes; "
                         "leave --num-classes out")
-    vsize = _val_size(val, len(train))
+    # --limit-train N: the validation split is sized on the N images used, not on the whole set
+    base = len(train) if limit_train is None else max(1, min(int(limit_train), len(train)))
+    vsize = _val_size(val, base)
+    if isinstance(vsize, float) and limit_train is not None:
+        vsize = max(1, int(round(vsize * base))) if vsize else 0
     vset = None
     if vsize:
         train, vset = split_validation(train, vsize, seed=seed)
@@ -455,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
                                                                             for k in ignored))
         train, val, test, used = load_data(a["data_used"], a["data_dir"], val=a["val"], seed=a["seed"],
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
-                                           download=a["download"], quiet=quiet)
+                                           download=a["download"], quiet=quiet, channels=a.get("channels"))
         t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
                            progress=not quiet)
         if not quiet:
@@ -473,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
         kind = check_out_dir(out, bool(args.overwrite))
         train, val, test, used = load_data(a["data"], a["data_dir"], val=a["val"], seed=a["seed"],
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
-                                           download=a["download"], quiet=quiet)
+                                           download=a["download"], quiet=quiet, channels=a.get("channels"))
         a["data_used"] = used
         init = read_init(a["init"]) if a["init"] else None
         net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"], init=init)
@@ -497,8 +511,8 @@ def run(args: argparse.Namespace) -> int:
                       f"parameters) frozen; BN running statistics of frozen layers {bn}")
             _note(f"{used}: {len(train)} train / {nv} val / {nt} test images [{w}x{h}x{c}], "
                   f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
-                  f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment "
-                  f"{t.augment.config()}; run directory {out}")
+                  f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment: "
+                  f"{t.augment.describe()}; run directory {out}")
     if not args.resume and kind == "run":
         t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
     try:

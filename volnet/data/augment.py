@@ -83,6 +83,19 @@ class Augment:
         """JSON-able settings; ``Augment(**cfg)`` rebuilds it."""
         return asdict(self)
 
+    def describe(self) -> str:
+        """The settings in words: ``"random crop (pad 2) + horizontal flip"``, ``"none"``.
+
+        >>> Augment(pad=2, flip=True).describe(), Augment(flip=True, flip_p=0.3).describe()
+        ('random crop (pad 2) + horizontal flip', 'horizontal flip (p 0.3)')
+        """
+        parts = []
+        if self.pad > 0:
+            parts.append(f"random crop (pad {self.pad})")
+        if self.flip and self.flip_p > 0:
+            parts.append("horizontal flip" + ("" if self.flip_p == 0.5 else f" (p {self.flip_p:g})"))
+        return " + ".join(parts) or "none"
+
 
 #: Default augmentation per named dataset (crop pad about H/8, flips only where a mirror image is
 #: still of the same class: not for digits).

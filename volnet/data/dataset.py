@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,20 @@ class Dataset:
         index = np.asarray(index)
         return Dataset(self.x[index], self.y[index], list(self.classes),
                        name if name is not None else self.name, self.augment)
+
+    def __getitem__(self, index: int | slice | np.ndarray) -> Any:
+        """``ds[i]``: the sample ``(x[i], y[i])``; ``ds[:2000]``, ``ds[idx]``, ``ds[mask]``: a new Dataset
+        (:meth:`subset`) with the same classes, name and augmentation.
+
+        >>> ds = Dataset(np.zeros((5, 1, 2, 2), np.float32), np.arange(5) % 2, ["a", "b"])
+        >>> len(ds[:3]), ds[1][1], ds[np.array([0, 4])].y.tolist()
+        (3, 1, [0, 0])
+        """
+        if isinstance(index, (int, np.integer)):
+            return self.x[index], int(self.y[index])
+        if isinstance(index, slice):
+            return self.subset(np.arange(len(self))[index])
+        return self.subset(np.asarray(index))
 
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, n={len(self)}, shape={self.shape}, dtype={self.x.dtype}, "

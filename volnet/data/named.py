@@ -92,8 +92,8 @@ def _how_to_get(key: str, dirs: list[Path]) -> str:
     hint = {"fashion-mnist": "install it with `apt-get install dataset-fashion-mnist`, ",
             "cifar10": "extract cifar-10-binary.tar.gz (binary version) there, ",
             "cifar100": "extract cifar-100-binary.tar.gz (binary version) there, "}.get(key, "")
-    return (f"looked in {where}; {hint}pass --data-dir DIR (data_dir=DIR), "
-            "or allow downloading (download=True)")
+    return (f"looked in {where}; {hint}pass --data-dir DIR (Python: data_dir=DIR), "
+            "or allow downloading (leave out --no-download; Python: download=True)")
 
 
 # ------------------------------------------------------------------------------------------ IDX sets

@@ -16,7 +16,7 @@ linear warm-up), optionally clipping the gradient norm; keep the model with the 
 """
 
 from volnet.errors import ConfigError, TrainingError, TrainingInterrupted
-from volnet.train.callbacks import HOOKS, Callback, ProgressBar, StepLog
+from volnet.train.callbacks import HOOKS, Callback, Progress, StepLog
 from volnet.train.checkpoint import (
     Checkpoint,
     TrainedModel,
@@ -33,7 +33,7 @@ from volnet.train.model import DEFAULT_MODEL, adapt_spec, default_model
 from volnet.train.plots import plot_confusion, plot_curves
 
 __all__ = [
-    "DEFAULT_MODEL", "HOOKS", "Callback", "Checkpoint", "ConfigError", "Evaluation", "ProgressBar", "StepLog",
+    "DEFAULT_MODEL", "HOOKS", "Callback", "Checkpoint", "ConfigError", "Evaluation", "Progress", "StepLog",
     "TrainConfig", "TrainedModel", "Trainer", "TrainingError", "TrainingInterrupted", "adapt_spec",
     "confusion_matrix", "default_model", "evaluate", "format_confusion", "load_trained", "plot_confusion",
     "plot_curves", "read_checkpoint", "read_metrics", "read_trainer_json", "write_checkpoint",

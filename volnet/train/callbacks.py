@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,58 +320,24 @@ class MetricsLog(Callback):
                   file=sys.stderr)
 
 
-class ProgressBar:
-    """One self-rewriting line on stderr: ``epoch 2/10 [####----] 430/860 loss 0.331 acc 88.1% img/s 1012``.
-
-    Disabled when the stream is not a terminal (pipes, CI logs, files get only the per-epoch line) or with
-    ``enabled=False`` (``--quiet``); redrawn at most every ``min_interval`` seconds.
-    """
-
-    def __init__(self, total: int, prefix: str = "", stream: TextIO | None = None,
-                 enabled: bool | None = None, width: int = 24, min_interval: float = 0.1) -> None:
-        self.total, self.prefix, self.width, self.min_interval = int(total), prefix, int(width), min_interval
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, done: int, force: bool = False, **stats: Any) -> None:
-        """Show ``done`` of ``total`` and ``stats`` (name -> value; floats printed with 4 digits)."""
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < self.min_interval and done < self.total:
-            return
-        self._last = now
-        frac = done / self.total if self.total else 1.0
-        fill = int(round(frac * self.width))
-        parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()]
-        bar = "#" * fill + "-" * (self.width - fill)
-        line = f"{self.prefix}[{bar}] {done}/{self.total} " + " ".join(parts)
-        self.stream.write("\r" + line[:200] + "\x1b[K")
-        self.stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        """Erase the line (if anything was drawn)."""
-        if self.enabled and self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-        self._shown = False
-
-
 class Progress(Callback):
-    """The progress bar during an epoch (on a terminal) and one line per epoch and for the test on stderr."""
+    """Progress on stderr (:func:`volnet.progress.progress`): during an epoch a tqdm bar with elapsed time
+    and ETA fitted to the terminal (a line every ``interval`` seconds or ``every`` steps when stderr is a
+    log or a pipe, a widget bar in Jupyter), the validation and test passes likewise (see
+    :meth:`Trainer.evaluate`), then one line per epoch; the first new best validation accuracy says
+    what its ``*`` means. ``mode``: ``auto``, ``bar``, ``lines``, ``notebook``."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream
-        self.bar: ProgressBar | None = None
+    def __init__(self, stream: TextIO | None = None, mode: str = "auto", interval: float = 30.0,
+                 every: int | None = None) -> None:
+        self.stream, self.mode, self.interval, self.every = stream, mode, interval, every
+        self.bar: Any = None
+        self.explained = False
 
     def on_epoch_begin(self, trainer: Trainer) -> None:
-        self.bar = ProgressBar(trainer.steps_per_epoch, prefix=f"epoch {trainer.epoch + 1}/{trainer.epochs} ",
-                               stream=self.stream)
+        from volnet.progress import progress
+
+        self.bar = progress(trainer.steps_per_epoch, f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+                            stream=self.stream, mode=self.mode, interval=self.interval, every=self.every)
 
     def on_step_end(self, trainer: Trainer, log: StepLog) -> None:
         st = trainer.epoch_stats
@@ -385,7 +350,11 @@ class Progress(Callback):
         self._close()
         r = record
         v = "" if r["val_loss"] is None else f"  val loss {r['val_loss']:.4f} acc {100 * r['val_acc']:.2f}%"
-        star = "  *" if trainer.best.improved and r["val_loss"] is not None else ""
+        star = ""
+        if trainer.best.improved and r["val_loss"] is not None:
+            saved = " (saved as best/)" if trainer.out_dir is not None else ""
+            star = "  *" if self.explained else f"  * = best val acc so far{saved}"
+            self.explained = True
         self._print(f"epoch {r['epoch']}/{trainer.epochs}  train loss {r['train_loss']:.4f} acc "
                     f"{100 * r['train_acc']:.2f}%{v}  lr {r['lr']:.3g}  {r['seconds']:.1f}s  "
                     f"{r['images_per_s']:.0f} img/s{star}")
@@ -414,7 +383,8 @@ class FinalTest(Callback):
         if status != "done" or trainer.test_set is None:
             return
         with trainer.best.swapped_in(trainer):
-            ev = trainer.evaluate(trainer.test_set)
+            ev = trainer.evaluate(trainer.test_set, progress="auto" if trainer.progress else "off",
+                                  desc="test")
         trainer.test_result = {"test_loss": ev.loss, "test_acc": ev.acc, "n": ev.n,
                                "best_epoch": trainer.best.epoch, "best_val_acc": trainer.best.acc,
                                "epochs": trainer.epoch,

@@ -390,20 +390,25 @@ def load_trained(path: str | os.PathLike[str]) -> TrainedModel:
     """Load a model for evaluation/prediction from a run directory (uses ``best/``, else ``last/``), a
     checkpoint directory or a plain model directory (:func:`volnet.io.save`).
 
-    The normaliser and class names come from the checkpoint's ``trainer.json`` when there is one.
+    The normaliser and class names come from the checkpoint's ``trainer.json`` when there is one, else
+    from ``model.json``'s ``meta`` (:func:`volnet.io.load_meta`; an imported ONNX file's).
     Raises ModelFileError (one line) when nothing loadable is there.
     """
-    from volnet.io import load
+    from volnet.io import load, load_meta
 
     mdir = model_dir(path)
     net = load(mdir)
     net.eval()
     info: dict[str, Any] = read_trainer_json(mdir) if (mdir / TRAINER_JSON).is_file() else {}
+    meta = load_meta(mdir)
+    where = mdir / TRAINER_JSON if info.get("normalizer") else mdir / "model.json"
+    stored = info.get("normalizer") or meta.get("normalizer")
     try:
-        norm = Normalizer.from_dict(info["normalizer"]) if info.get("normalizer") else None
+        norm = Normalizer.from_dict(stored) if stored else None
     except (VolnetError, TypeError, ValueError, KeyError) as e:
-        raise ModelFileError(f"{mdir / TRAINER_JSON}: normalizer: {e}") from None
-    classes = [str(c) for c in info["classes"]] if isinstance(info.get("classes"), list) else None
+        raise ModelFileError(f"{where}: normalizer: {e}") from None
+    names = info.get("classes") if isinstance(info.get("classes"), list) else meta.get("classes")
+    classes = [str(c) for c in names] if names else None
     run_dir = mdir.parent if (mdir.parent / METRICS).is_file() or info else None
     return TrainedModel(net, norm, classes, mdir, run_dir, info)
 

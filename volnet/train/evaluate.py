@@ -81,23 +81,31 @@ def probabilities(net: Any, x: np.ndarray, normalizer: Normalizer | None = None,
 
 
 def evaluate(net: Any, x: np.ndarray, y: np.ndarray, normalizer: Normalizer | None = None,
-             batch_size: int = 256) -> Evaluation:
+             batch_size: int = 256, progress: str = "off", desc: str = "evaluate") -> Evaluation:
     """Loss, accuracy and predictions of ``net`` on raw images ``x`` (N, C, H, W) with labels ``y`` (N,),
-    in inference mode (BN running statistics, no dropout); nothing in the net changes."""
+    in inference mode (BN running statistics, no dropout); nothing in the net changes.
+
+    ``progress``: a :func:`volnet.progress.progress` mode (``"auto"``: a bar on a terminal, a line every
+    30 s in a log; ``"off"``) showing the images done, elapsed time, ETA and the running accuracy.
+    """
     from volnet.ops.activations import softmax
     from volnet.ops.losses import softmax_loss
+    from volnet.progress import progress as show
 
     y = np.asarray(y, dtype=np.int64)
     n = len(y)
-    loss_sum, parts = 0.0, []
-    for i, s in _batches(net, x, normalizer, batch_size):
-        yb = y[i:i + len(s)]
-        if len(yb) and int(yb.max()) >= s.shape[1]:
-            raise ShapeError(f"the model has {s.shape[1]} outputs but the labels go up to {int(y.max())}; "
-                             "evaluate on the dataset it was trained for")
-        loss, _ = softmax_loss(s, yb)
-        loss_sum += loss * len(s)
-        parts.append(softmax(s))
+    loss_sum, parts, correct = 0.0, [], 0
+    with show(n, desc, mode=progress) as bar:
+        for i, s in _batches(net, x, normalizer, batch_size):
+            yb = y[i:i + len(s)]
+            if len(yb) and int(yb.max()) >= s.shape[1]:
+                raise ShapeError(f"the model has {s.shape[1]} outputs but the labels go up to "
+                                 f"{int(y.max())}; evaluate on the dataset it was trained for")
+            loss, _ = softmax_loss(s, yb)
+            loss_sum += loss * len(s)
+            parts.append(softmax(s))
+            correct += int(np.sum(s.argmax(axis=1) == yb))
+            bar.update(i + len(s), acc=f"{100 * correct / (i + len(s)):.1f}%")
     if parts:
         probs = np.concatenate(parts)
     else:

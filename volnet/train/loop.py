@@ -221,7 +221,10 @@ class Trainer:
         """Close the epoch in progress: the validation pass and its ``metrics.jsonl`` record."""
         self.net.clear_cache()
         st, t0 = self.epoch_stats, time.perf_counter()
-        val = self.evaluate(self.val_set) if self.val_set is not None and len(self.val_set) else None
+        val = None
+        if self.val_set is not None and len(self.val_set):
+            val = self.evaluate(self.val_set, progress="auto" if self.progress else "off",
+                                desc=f"epoch {self.epoch + 1}/{self.epochs} validation")
         rec: dict[str, Any] = {
             "epoch": self.epoch + 1,
             "train_loss": st["loss_sum"] / max(st["seen"], 1),
@@ -241,13 +244,17 @@ class Trainer:
         """Stop :meth:`fit` after the current step (writing ``last/``); ``fit`` returns normally."""
         self._stop = True
 
-    def evaluate(self, ds: Dataset, batch_size: int | None = None) -> Evaluation:
+    def evaluate(self, ds: Dataset, batch_size: int | None = None, progress: str = "off",
+                 desc: str = "evaluate") -> Evaluation:
         """Mean softmax loss, accuracy and predictions on ``ds`` in inference mode, normalised with the
-        training normaliser (:func:`volnet.train.evaluate.evaluate`). Nothing in the net changes."""
+        training normaliser (:func:`volnet.train.evaluate.evaluate`). Nothing in the net changes.
+        ``progress``: a :func:`volnet.progress.progress` mode for the pass (``fit`` uses ``"auto"`` for
+        validation and test when ``progress=True``)."""
         if ds.shape != self.train_set.shape:
             raise ShapeError(f"evaluate: {ds.name} images are {ds.shape}, the net takes "
                              f"{self.train_set.shape}")
-        return evaluate(self.net, ds.x, ds.y, self.normalizer, batch_size or self.config.eval_batch_size)
+        return evaluate(self.net, ds.x, ds.y, self.normalizer, batch_size or self.config.eval_batch_size,
+                        progress=progress, desc=desc)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
