@@ -2,14 +2,20 @@
 
 Each subcommand lives in its own module ``volnet.cli.<name>`` providing
 ``HELP: str``, ``EXAMPLES: str``, ``add_arguments(parser)`` and ``run(args) -> int``.
-User errors (any :class:`volnet.errors.VolnetError`, ``FileNotFoundError``) print one line to stderr and
-exit with status 2; no traceback.
+User errors print one line to stderr and exit with status 2, no traceback: any
+:class:`volnet.errors.VolnetError` (a spec error adds the spec with a caret under the bad token), bad
+arguments, and operating-system errors (missing file, permission denied, disk full, read-only file
+system, ...), each with the path. ``MemoryError`` and ``RecursionError`` get one line too. Anything else is
+a bug in volnet: one line saying so and "please report this", exit status 1; ``--debug`` (or
+``VOLNET_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 COMMANDS = ["summary", "train", "evaluate", "predict", "export", "import"]
@@ -28,14 +34,23 @@ def _load(name: str):
     return importlib.import_module(f"volnet.cli.{name}_cmd" if name == "import" else f"volnet.cli.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``volnet train: error: ...; see volnet train --help``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="volnet",
         description="ConvNets as in the cs231n notes: build, inspect, train, evaluate and exchange them.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks of internal errors (also VOLNET_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         try:
             mod = _load(name)
@@ -55,23 +70,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or write somewhere else",
+    errno.EDQUOT: "disk quota exceeded; free some space or write somewhere else",
+    errno.EROFS: "the file system is read-only; write somewhere else",
+    errno.EACCES: "check the permissions or choose another path",
+    errno.EPERM: "check the permissions or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "give a file, not a directory",
+    errno.EEXIST: "choose another path",
+    errno.EBUSY: "the path is in use; try again or choose another path",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ELOOP: "the path has a symbolic link loop",
+    errno.EMFILE: "too many open files; close some programs",
+    errno.EIO: "input/output error: the disk or the file may be damaged",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: what failed, on which path, and what to do."""
+    what = e.strerror or str(e) or type(e).__name__
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    where = f": {' -> '.join(paths)}" if paths else ""
+    hint = _OS_HINTS.get(e.errno or -1)
+    return f"{what}{where}" + (f" ({hint})" if hint else "")
+
+
+def error_line(e: BaseException) -> tuple[str, bool]:
+    """(the message for ``e``, whether it is a user error); the message of a VolnetError may add a caret
+    display below its first line, every other message is one line."""
     from volnet.errors import VolnetError
 
+    if isinstance(e, VolnetError):
+        return str(e) or type(e).__name__, True
+    if isinstance(e, OSError):
+        return os_error_line(e), True
+    if isinstance(e, MemoryError):
+        return ("not enough memory for this (the model, data or batch is too large for this machine); "
+                "use a smaller batch or model"), True
+    if isinstance(e, RecursionError):
+        return "the input is nested too deeply to process; simplify it", True
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start}); give a text file", True
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return (f"internal error ({type(e).__name__}{': ' + first if first else ''}); this is a bug in volnet, "
+            "please report this with the command you ran (--debug shows the traceback)"), False
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a bad argument (2, one line printed)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    debug = bool(args.debug) or os.environ.get("VOLNET_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
-    except (VolnetError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        # one line, except a spec error which adds the spec with a caret under the bad token
-        print(f"volnet {args.command}: error: {e or type(e).__name__}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"volnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        msg, user = error_line(e)
+        if debug and not user:
+            raise
+        print(f"volnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2 if user else 1
 
 
 if __name__ == "__main__":
