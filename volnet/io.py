@@ -178,7 +178,8 @@ def _count_layers(cfg: Any, where: str = "net") -> int:
     total, stack = 0, [cfg]
     while stack:
         d = stack.pop()
-        total += 1
+        is_container = isinstance(d, dict) and d.get("type") in ("Sequential", "Graph")
+        total += 0 if is_container else 1
         if total > MAX_LAYERS:
             raise ModelFileError(f"{MODEL_JSON}: more than {MAX_LAYERS:,} layers, volnet's limit; a damaged "
                                  "or hostile file?")

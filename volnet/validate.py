@@ -102,7 +102,7 @@ def read_regular(path: str | os.PathLike[str], what: str = "file", limit: int | 
         if limit is not None and size > limit:
             raise cls(f"{what} {path} is {size:,} bytes, more than the {limit:,} volnet reads; "
                       "not a file of this kind")
-        return f.read() if limit is None else f.read(limit + 1)
+        return f.read()  # the size is known: read() allocates it once
 
 
 # --------------------------------------------------------------------------- JSON

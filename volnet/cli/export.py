@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from volnet.layers.base import format_shape
     from volnet.onnx_io import export_onnx
 
+    out = Path(args.out)
+    if out.is_dir() or (os.path.lexists(out) and out.suffix.lower() != ".onnx"):
+        raise VolnetError(f"{out} exists and is not an .onnx file; refusing to overwrite it: choose another "
+                          "path")
     net = resolve(args.model, args.num_classes, args.input, args.seed)
     export_onnx(net, args.out, opset=args.opset, seed=args.seed)
     shape = tuple(net.input_shape)

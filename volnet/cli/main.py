@@ -118,6 +118,28 @@ def error_line(e: BaseException) -> tuple[str, bool]:
             "please report this with the command you ran (--debug shows the traceback)"), False
 
 
+#: Largest magnitude of an integer option (``--epochs``, ``--batch``, ...): beyond it nothing finishes.
+MAX_INT_OPTION = 2**31 - 1
+
+
+def check_numbers(args: argparse.Namespace) -> str | None:
+    """The first option whose number no command can use (NaN, infinite, or an integer beyond
+    ``MAX_INT_OPTION``), as a message; None when all are usable. Each command checks its own ranges."""
+    import math
+
+    for key, v in vars(args).items():
+        if key.startswith("_") or isinstance(v, bool):
+            continue
+        name = "--" + key.replace("_", "-")
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{name} must be a finite number, got {v}"
+        if isinstance(v, int) and abs(v) > MAX_INT_OPTION:
+            text = str(v)
+            shown = text if len(text) <= 12 else text[:12] + "..."
+            return f"{name} {shown} is too large (at most {MAX_INT_OPTION:,})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -126,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
+        return 2
+    bad = check_numbers(args)
+    if bad:
+        print(f"volnet {args.command}: error: {bad}; see volnet {args.command} --help", file=sys.stderr)
         return 2
     debug = bool(args.debug) or os.environ.get("VOLNET_DEBUG", "") not in ("", "0")
     try:

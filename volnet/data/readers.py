@@ -126,6 +126,9 @@ def read_idx(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, need {header}); {fix}")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_TYPES[data[2]])
+    from volnet.validate import count_bound
+
+    count_bound([max(d, 1) for d in dims], f"{path}: IDX header", cls=DataError)  # even around a 0 size
     count = 1
     for d in dims:
         count *= d  # Python ints: no overflow
