@@ -46,8 +46,8 @@ from volnet.errors import VolnetError  # noqa: E402
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux")
 
 TOTAL = int(os.environ.get("FUZZ_CASES", "2000"))
-WEIGHTS = {"spec": 0.22, "model_dir": 0.2, "onnx": 0.12, "safetensors": 0.1, "idx_cifar": 0.1,
-           "image_folder": 0.08, "cli_args": 0.18}
+WEIGHTS = {"spec": 0.2, "model_dir": 0.18, "run_dir": 0.08, "onnx": 0.12, "safetensors": 0.08,
+           "idx_cifar": 0.08, "image_folder": 0.08, "cli_args": 0.18}
 MEMORY_BUDGET = 1536 * 1024**2  # bytes a case may add to the address space
 TIMEOUT_S = 20
 COUNTS: Counter[str] = Counter()
@@ -420,6 +420,48 @@ def test_model_json_layer_limit(tmp_path: Path, model_dir: Path) -> None:
         rc, out, err = run_cli(["summary", str(d)], tmp_path, surface="model_dir")
         assert (rc == 0) == ok, err
         assert ok or "more than 100,000 layers" in err
+
+
+# --------------------------------------------------------------------------------------------- run dirs
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: Any) -> Path:
+    out = tmp_path_factory.mktemp("rundir") / "run"
+    rc = main(["train", "--model", "INPUT [8x8x1] -> CONV3-4 -> BN -> DROPOUT0.5 -> RELU -> FC-4", "--data",
+               "synthetic", "--epochs", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+@given(which=st.sampled_from(["best", "last"]), path=st.lists(st.integers(0, 60), max_size=6),
+       value=st.one_of(_json_values(), st.sampled_from([float("nan"), float("inf"), -1, 0, 10**30, "x", [],
+                                                         {}, None, True])),
+       damage=st.sampled_from(["trainer", "trainer", "trainer", "deep", "optimizer", "metrics", "none"]),
+       command=st.sampled_from(["predict", "evaluate", "summary", "resume"]), pos=st.integers(0, 10**6))
+@_settings("run_dir")
+def test_fuzz_run_dirs(tmp_path_factory: Any, run_dir: Path, which: str, path: list[int], value: Any,
+                       damage: str, command: str, pos: int) -> None:
+    root = fresh(tmp_path_factory, "rd")
+    run = root / "run"
+    shutil.copytree(run_dir, run)
+    tj = run / which / "trainer.json"
+    if damage == "trainer":
+        doc = json.loads(tj.read_text())
+        tj.write_text(json.dumps(_mutate_json(doc, path, value)))  # NaN/Infinity written as JSON allows
+    elif damage == "deep":
+        tj.write_text('{"a":' * 100000 + "1" + "}" * 100000)
+    elif damage == "optimizer":
+        opt = run / "last" / "optimizer.npz"
+        raw = opt.read_bytes()
+        opt.write_bytes([os.urandom(len(raw)), raw[: pos % len(raw)], b"PK\x03\x04" + bytes(60)][pos % 3])
+    elif damage == "metrics":
+        (run / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": NaN}\n[' * 3)
+    (root / "x.png").write_bytes(_png(8, 8))
+    argv = {"predict": ["predict", str(run), str(root / "x.png")],
+            "evaluate": ["evaluate", str(run), "--no-plot"], "summary": ["summary", str(run / which)],
+            "resume": ["train", "--resume", str(run), "--epochs", "2", "--quiet"]}[command]
+    # resume continues the run in place (its own files); the image and anything else stay
+    run_cli(argv, root, (run,) if command == "resume" else (), surface="run_dir")
 
 
 # --------------------------------------------------------------------------------------------- ONNX

@@ -372,9 +372,63 @@ def finite_or_raise(a: np.ndarray, what: str, cls: type[VolnetError] = ModelFile
                   "diverged")
 
 
+
+
+# --------------------------------------------------------------------------- trainer.json
+
+#: ``trainer.json`` (a checkpoint's training state): field -> type (see :func:`check_fields`); every
+#: section is optional (a ``best/`` copy has no optimizer), but present ones must have these types.
+TRAINER_SCHEMA: dict[str, Any] = {
+    "format": "str", "version": "int+", "input_shape": "list?", "classes": "list?", "normalizer": "dict?",
+    "history": "list?", "info": "dict?", "data": "dict?", "rng": "dict?", "epoch_stats": "dict?",
+    "optimizer": "dict?", "config": "dict?", "position": "dict?", "best": "dict?",
+}
+TRAINER_SECTIONS: dict[str, dict[str, str]] = {
+    "position": {"epoch": "int0+", "batch": "int0+", "step": "int0+", "steps_per_epoch": "int+",
+                 "finished": "bool"},
+    "config": {"optimizer": "str", "lr": "float+?", "batch_size": "int+", "epochs": "int0+",
+               "schedule": "str?",
+               "warmup": "float0+?", "step_size": "float+?", "gamma": "float+?", "min_lr": "float0+?",
+               "weight_decay": "float0+?", "optimizer_kw": "dict?", "clip": "float+?", "seed": "int0+",
+               "augment": "dict?", "save_every": "int+?", "eval_batch_size": "int+?", "frozen": "list?",
+               "update_frozen_bn": "bool?"},
+    "normalizer": {"mean": "list", "std": "list"},
+    "best": {"acc": "float0+?", "epoch": "int0+?"},
+    "optimizer": {"type": "str", "lr": "float0+"},
+    "rng": {"dropout": "dict?"},
+    "epoch_stats": {"loss_sum": "float?", "correct": "int0+?", "seen": "int0+?"},
+    "info": {"args": "dict?"},
+}
+
+
+def check_trainer_json(doc: Any, path: Any) -> dict[str, Any]:
+    """Check a ``trainer.json`` against :data:`TRAINER_SCHEMA` / :data:`TRAINER_SECTIONS` (types,
+    ranges, finite normaliser with std > 0, class names as strings); returns ``doc`` or raises
+    ModelFileError naming the file and the field."""
+    what = str(path)
+    check_fields(doc, {"format": "str"}, what,
+                 optional={k: v for k, v in TRAINER_SCHEMA.items() if k != "format"})
+    for section, fields in TRAINER_SECTIONS.items():
+        if doc.get(section) is not None:
+            check_fields(doc[section], {}, f"{what}: {section}", optional=fields)
+    norm = doc.get("normalizer")
+    if norm:
+        check_fields(norm, {"mean": "list", "std": "list"}, f"{what}: normalizer")
+        values = list(norm["mean"]) + list(norm["std"])
+        if (len(norm["mean"]) != len(norm["std"]) or not norm["mean"]
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in values) or not all(s > 0 for s in norm["std"])):
+            raise ModelFileError(f"{what}: normalizer needs one finite mean and one std > 0 per channel, got "
+                                 f"mean={norm['mean']!r:.60} std={norm['std']!r:.60}")
+    classes = doc.get("classes")
+    if classes and not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes):
+        raise ModelFileError(f"{what}: classes must be a list of names")
+    return doc
+
+
 __all__ = [
-    "MAX_ELEMENTS", "MAX_JSON_DEPTH", "MAX_LAYERS", "NpzMember", "check_fields", "check_fits_memory",
-    "check_weight_dtype", "count_bound", "finite_or_raise", "is_special", "json_depth", "loads_json",
-    "memory_bytes", "npz_members", "open_regular", "read_json", "read_npz", "read_npz_arrays",
-    "read_regular", "refuse_special",
+    "MAX_ELEMENTS", "MAX_JSON_DEPTH", "MAX_LAYERS", "TRAINER_SCHEMA", "NpzMember", "check_fields",
+    "check_fits_memory", "check_trainer_json", "check_weight_dtype", "count_bound", "finite_or_raise",
+    "is_special", "json_depth", "loads_json", "memory_bytes", "npz_members", "open_regular", "read_json",
+    "read_npz", "read_npz_arrays", "read_regular", "refuse_special",
 ]
