@@ -105,6 +105,20 @@ def read_regular(path: str | os.PathLike[str], what: str = "file", limit: int | 
         return f.read()  # the size is known: read() allocates it once
 
 
+def read_text(path: str | os.PathLike[str], what: str = "file", cls: type[VolnetError] = VolnetError,
+              limit: int = MAX_JSON_BYTES) -> str:
+    """A UTF-8 text file (a spec file): regular files only, at most ``limit`` bytes, one-line errors."""
+    try:
+        raw = read_regular(path, what, limit, cls)
+    except OSError as e:
+        raise cls(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise cls(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start}); is it a binary "
+                  "file?") from None
+
+
 # --------------------------------------------------------------------------- JSON
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -277,7 +291,10 @@ def npz_members(f: BinaryIO, what: str, cls: type[VolnetError] = ModelFileError)
     time dtypes, sizes that disagree with the zip's declared sizes, members that would extend past the
     end of the file, and declared compression ratios deflate cannot reach (a zip bomb).
     """
-    size = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") else None
+    try:
+        size: int | None = os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # io.BytesIO has no descriptor
+        size = None
     try:
         zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
@@ -430,5 +447,5 @@ __all__ = [
     "MAX_ELEMENTS", "MAX_JSON_DEPTH", "MAX_LAYERS", "TRAINER_SCHEMA", "NpzMember", "check_fields",
     "check_fits_memory", "check_trainer_json", "check_weight_dtype", "count_bound", "finite_or_raise",
     "is_special", "json_depth", "loads_json", "memory_bytes", "npz_members", "open_regular", "read_json",
-    "read_npz", "read_npz_arrays", "read_regular", "refuse_special",
+    "read_npz", "read_npz_arrays", "read_regular", "read_text", "refuse_special",
 ]

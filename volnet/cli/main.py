@@ -122,15 +122,38 @@ def error_line(e: BaseException) -> tuple[str, bool]:
 MAX_INT_OPTION = 2**31 - 1
 
 
+#: Ranges of the numeric options, by name, for every command that has them (commands check the rest).
+RANGES: dict[str, tuple[float, str]] = {
+    "epochs": (0, ">="), "batch": (1, ">="), "lr": (0, ">"), "warmup": (0, ">="), "step_size": (0, ">"),
+    "gamma": (0, ">"), "min_lr": (0, ">="), "weight_decay": (0, ">="), "momentum": (0, ">="),
+    "clip": (0, ">"), "seed": (0, ">="), "save_every": (1, ">="), "limit_train": (1, ">="),
+    "num_classes": (2, ">="), "top": (1, ">="), "limit": (0, ">="), "opset": (1, ">="),
+}
+#: String options holding a number (``--val 0.1`` or ``--val 5000``).
+NUMERIC_TEXT = ("val",)
+
+
 def check_numbers(args: argparse.Namespace) -> str | None:
-    """The first option whose number no command can use (NaN, infinite, or an integer beyond
-    ``MAX_INT_OPTION``), as a message; None when all are usable. Each command checks its own ranges."""
+    """The first numeric option out of range (NaN, infinite, an integer beyond ``MAX_INT_OPTION``, or
+    outside :data:`RANGES`), as a message; None when all are usable."""
     import math
 
     for key, v in vars(args).items():
         if key.startswith("_") or isinstance(v, bool):
             continue
         name = "--" + key.replace("_", "-")
+        if key in NUMERIC_TEXT and isinstance(v, str):
+            try:
+                number = float(v)
+            except ValueError:
+                return f"{name} must be a number (a count or a fraction), got {v[:40]!r}"
+            if not math.isfinite(number) or number < 0:
+                return f"{name} must be a count >= 1 or a fraction in [0, 1), got {v[:40]}"
+            continue
+        if key in RANGES and isinstance(v, (int, float)) and math.isfinite(v):
+            lo, op = RANGES[key]
+            if not (v > lo if op == ">" else v >= lo):
+                return f"{name} must be {op} {lo:g}, got {v:g}"
         if isinstance(v, float) and not math.isfinite(v):
             return f"{name} must be a finite number, got {v}"
         if isinstance(v, int) and abs(v) > MAX_INT_OPTION:

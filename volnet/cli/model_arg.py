@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from volnet.errors import SpecError, VolnetError
@@ -55,10 +54,9 @@ def zoo_key(arg: str) -> str | None:
 
 def read_spec_file(path: str) -> str:
     """The spec in the file ``path`` without its ``#`` comment lines."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path} is not a text file with a spec ({e.reason} at byte {e.start})") from None
+    from volnet.validate import read_text
+
+    text = read_text(path, "spec file", SpecError)  # a regular UTF-8 file of bounded size
     return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
 
 
@@ -68,6 +66,9 @@ def resolve_model_arg(arg: str, allow_default: bool = False) -> ModelArg:
         from volnet.train import DEFAULT_MODEL
 
         return ModelArg("default", arg, DEFAULT_MODEL)
+    from volnet.validate import refuse_special
+
+    refuse_special(arg, "model or spec file", VolnetError)  # a FIFO or device would block
     if exists(arg, os.path.isdir):
         return ModelArg("dir", arg, arg)
     if exists(arg, os.path.isfile):
