@@ -58,6 +58,7 @@ from volnet.layers import (
 )
 from volnet.onnx_check import spatial_attrs
 from volnet.ops.sizes import output_size, padding_for
+from volnet.validate import check_weight_dtype, finite_or_raise
 
 MIN_OPSET = 13
 SUPPORTED_OPS = (
@@ -371,6 +372,9 @@ class _Importer:
             if isinstance(layer, (Conv, FC, BatchNorm)):
                 # compare the initializers with the shapes the node declares before allocating anything
                 want = layer.param_shapes(s_in)  # type: ignore[arg-type]
+                for k, v in {**(params or {}), **(buffers or {})}.items():  # real, finite numbers only
+                    check_weight_dtype(np.asarray(v).dtype, f"ONNX node {node.name!r}: {k}")
+                    finite_or_raise(np.asarray(v), f"ONNX node {node.name!r}: {k}")
                 for k, v in (params or {}).items():
                     if tuple(want[k]) != tuple(v.shape):
                         raise self.fail(node, f"{k} has shape {v.shape}, expected {tuple(want[k])}")

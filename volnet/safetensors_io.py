@@ -306,6 +306,7 @@ def load_torch_state_dict(net: Layer, path: str | os.PathLike[str] | Mapping[str
     is built first if needed; arrays are cast to its dtype. Nothing is changed unless everything fits.
     """
     from volnet.net import Container
+    from volnet.validate import finite_or_raise
 
     if not net.params and getattr(net, "input_shape", None) is not None:
         if isinstance(net, Container):
@@ -335,6 +336,7 @@ def load_torch_state_dict(net: Layer, path: str | os.PathLike[str] | Mapping[str
                                  f"{tuple(dst.shape)}; a different architecture or number of classes?")
         if a.dtype.kind not in "fiu":
             raise ModelFileError(f"{where}: {key!r} has dtype {a.dtype}, expected floats")
+        finite_or_raise(a, f"{where}: {key!r}")
         updates.append((dst, a))
         used.add(key)
         result.loaded.append(k)
