@@ -397,25 +397,29 @@ def finite_or_raise(a: np.ndarray, what: str, cls: type[VolnetError] = ModelFile
 #: section is optional (a ``best/`` copy has no optimizer), but present ones must have these types.
 TRAINER_SCHEMA: dict[str, Any] = {
     "format": "str", "version": "int+", "input_shape": "list?", "classes": "list?", "normalizer": "dict?",
-    "history": "list?", "info": "dict?", "data": "dict?", "rng": "dict?", "epoch_stats": "dict?",
-    "optimizer": "dict?", "config": "dict?", "position": "dict?", "best": "dict?",
+    "history": "list", "info": "dict", "data": "dict", "rng": "dict", "epoch_stats": "dict",
+    "optimizer": "dict", "config": "dict", "position": "dict", "best": "dict",
 }
-TRAINER_SECTIONS: dict[str, dict[str, str]] = {
-    "position": {"epoch": "int0+", "batch": "int0+", "step": "int0+", "steps_per_epoch": "int+",
-                 "finished": "bool"},
-    "config": {"optimizer": "str", "lr": "float+?", "batch_size": "int+", "epochs": "int0+",
-               "schedule": "str?",
-               "warmup": "float0+?", "step_size": "float+?", "gamma": "float+?", "min_lr": "float0+?",
-               "weight_decay": "float0+?", "optimizer_kw": "dict?", "clip": "float+?", "seed": "int0+",
-               "augment": "dict?", "save_every": "int+?", "eval_batch_size": "int+?", "frozen": "list?",
-               "update_frozen_bn": "bool?"},
-    "normalizer": {"mean": "list", "std": "list"},
-    "best": {"acc": "float0+?", "epoch": "int0+?"},
-    "optimizer": {"type": "str", "lr": "float0+"},
-    "rng": {"dropout": "dict?"},
-    "epoch_stats": {"loss_sum": "float?", "correct": "int0+?", "seen": "int0+?"},
-    "info": {"args": "dict?"},
+#: Per section: (fields every checkpoint writes, fields older checkpoints may lack).
+TRAINER_SECTIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "position": ({"epoch": "int0+", "batch": "int0+", "step": "int0+", "steps_per_epoch": "int+"},
+                 {"finished": "bool"}),
+    "config": ({"optimizer": "str", "lr": "float+?", "batch_size": "int+", "epochs": "int0+",
+                "schedule": "str?", "warmup": "float0+?", "step_size": "float+?", "gamma": "float+?",
+                "min_lr": "float0+?", "weight_decay": "float0+?", "optimizer_kw": "dict?", "clip": "float+?",
+                "seed": "int0+", "augment": "dict"},
+               {"save_every": "int+?", "eval_batch_size": "int+?", "frozen": "list?",
+                "update_frozen_bn": "bool?"}),
+    "normalizer": ({"mean": "list", "std": "list"}, {}),
+    "best": ({"acc": "float0+?", "epoch": "int0+?"}, {}),
+    "optimizer": ({"type": "str", "lr": "float0+"}, {}),
+    "rng": ({"dropout": "dict"}, {}),
+    "epoch_stats": ({"loss_sum": "float", "correct": "int0+", "seen": "int0+"},
+                    {"seconds": "float0+", "wall": "float0+", "lr": "float0+?"}),
+    "info": ({}, {"args": "dict?"}),
 }
+#: Sections a checkpoint that can be resumed (one with optimizer state) must have.
+RESUME_SECTIONS = ("config", "position", "best", "rng", "epoch_stats", "history", "normalizer", "data")
 
 
 def check_trainer_json(doc: Any, path: Any) -> dict[str, Any]:
@@ -423,11 +427,38 @@ def check_trainer_json(doc: Any, path: Any) -> dict[str, Any]:
     ranges, finite normaliser with std > 0, class names as strings); returns ``doc`` or raises
     ModelFileError naming the file and the field."""
     what = str(path)
+    stack = [doc]
+    while stack:  # NaN/Infinity anywhere would pass today and break the next checkpoint write
+        v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ModelFileError(f"{what}: holds {v} (JSON has no NaN or Infinity); the file is damaged")
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
     check_fields(doc, {"format": "str"}, what,
                  optional={k: v for k, v in TRAINER_SCHEMA.items() if k != "format"})
-    for section, fields in TRAINER_SECTIONS.items():
+    if doc.get("optimizer") is not None:
+        missing = [k for k in RESUME_SECTIONS if doc.get(k) is None]
+        if missing:
+            raise ModelFileError(f"{what}: a checkpoint with optimizer state needs the section(s) {missing}")
+    for section, (required, optional) in TRAINER_SECTIONS.items():
         if doc.get(section) is not None:
-            check_fields(doc[section], {}, f"{what}: {section}", optional=fields)
+            check_fields(doc[section], required, f"{what}: {section}", optional=optional)
+    for i, rec in enumerate(doc.get("history") or []):  # one record per epoch (metrics.jsonl's lines)
+        check_fields(rec, {"epoch": "int+"}, f"{what}: history[{i}]")
+        bad = [k for k, v in rec.items()
+               if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+        if bad:
+            raise ModelFileError(f"{what}: history[{i}]: \"{bad[0]}\" must be a number or null")
+    args = (doc.get("info") or {}).get("args")
+    if args:  # what `volnet evaluate` reuses of the training command
+        check_fields(args, {}, f"{what}: info.args", optional={
+            "data_used": "str?", "data": "str?", "data_dir": "str?", "seed": "int0+?", "limit_train": "int+?",
+            "num_classes": "int+?"})
+        if not (args.get("val") is None or isinstance(args["val"], (str, int, float))) \
+                or isinstance(args.get("val"), bool):
+            raise ModelFileError(f"{what}: info.args: \"val\" must be a count, a fraction or null")
     norm = doc.get("normalizer")
     if norm:
         check_fields(norm, {"mean": "list", "std": "list"}, f"{what}: normalizer")
