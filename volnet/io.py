@@ -25,7 +25,6 @@ import io
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +131,9 @@ def save(net: Layer, path: str | os.PathLike[str], meta: dict[str, Any] | None =
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ModelFileError(f"{MODEL_JSON}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ModelFileError(f"{MODEL_JSON}: cannot read {path}: {e.strerror or e}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ModelFileError(
-            f"{MODEL_JSON}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
+    from volnet.validate import read_json
+
+    doc = read_json(path, MODEL_JSON)
     if not isinstance(doc, dict):
         raise ModelFileError(f"{MODEL_JSON}: expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -172,36 +162,13 @@ def _check_header(doc: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype_name)
 
 
-def _read_npz(path: Path, label: str = WEIGHTS) -> dict[str, np.ndarray]:
-    """Every array of an .npz without pickle; any damage is a one-line ModelFileError naming ``label``."""
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{label}: truncated or not an .npz (zip) archive; save the model again")
-    out: dict[str, np.ndarray] = {}
-    key = None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for key in z.files:
-                out[key] = z[key]
-    except ValueError as e:
-        if "pickle" in str(e) and key is not None:
-            raise ModelFileError(
-                f"{label}: array {key!r} holds Python objects (pickle), which volnet never loads"
-            ) from None
-        raise ModelFileError(
-            f"{label}: truncated or corrupt ({_first_line(e)}); save the model again"
-        ) from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, RuntimeError) as e:
-        where = f" at array {key!r}" if key is not None else ""
-        raise ModelFileError(
-            f"{label}: truncated or corrupt{where} ({_first_line(e)}); save the model again"
-        ) from None
-    return out
-
-
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` file ``path`` with the checks of ``weights.npz`` (no pickle, one-line
+    """Every array of the ``.npz`` file ``path`` with the checks of ``weights.npz`` (zip directory and
+    ``.npy`` headers checked before any array is read, no pickle, regular files only, one-line
     ModelFileError naming the file on damage); for checkpoint files such as ``optimizer.npz``."""
-    return _read_npz(Path(path), Path(path).name)
+    from volnet.validate import read_npz as checked
+
+    return checked(path, Path(path).name)
 
 
 def _first_line(e: BaseException) -> str:
@@ -229,14 +196,73 @@ def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _count_layers(cfg: Any, where: str = "net") -> int:
+    """Layers in a ``"net"`` config (containers count their children), refusing more than MAX_LAYERS."""
+    from volnet.validate import MAX_LAYERS
+
+    total, stack = 0, [cfg]
+    while stack:
+        d = stack.pop()
+        is_container = isinstance(d, dict) and d.get("type") in ("Sequential", "Graph")
+        total += 0 if is_container else 1
+        if total > MAX_LAYERS:
+            raise ModelFileError(f"{MODEL_JSON}: more than {MAX_LAYERS:,} layers, volnet's limit; a damaged "
+                                 "or hostile file?")
+        c = d.get("config") if isinstance(d, dict) else None
+        if isinstance(c, dict):
+            if d.get("type") in ("Sequential", "Graph") and c.get("input_shape") is not None:
+                raise ModelFileError(f"{MODEL_JSON}: a {d['type']} config holds an input_shape; volnet "
+                                     "writes it only at the top of the file (remove it)")
+            for key in ("layers", "nodes"):
+                if isinstance(c.get(key), list):
+                    stack.extend(c[key])
+    return total
+
+
+def _expected_arrays(net: Layer, input_shape: tuple[int, ...]) -> tuple[dict[str, tuple[int, ...]],
+                                                                        list[tuple[str, Layer, Any]]]:
+    """Param shapes by dotted name (nothing allocated) and the (name, leaf, input shape) of every leaf."""
+    from volnet.net import Container
+
+    if isinstance(net, Container):
+        leaves = [(f"{name}.", layer, s_in) for name, layer, s_in, _ in net.layer_shapes(input_shape)]
+    else:
+        net.output_shape(input_shape)
+        leaves = [("", net, input_shape)]
+    shapes = {f"{prefix}{k}": tuple(int(d) for d in s)
+              for prefix, layer, s_in in leaves for k, s in layer.param_shapes(s_in).items()}
+    return shapes, leaves
+
+
+def _check_members(members: dict[str, Any], want: dict[str, tuple[int, ...]], what: str) -> None:
+    missing = [k for k in want if k not in members]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelFileError(f"{what}: missing array {missing[0]!r}{more}; the model expects it")
+    for k, shape in want.items():
+        if members[k].shape != shape:
+            raise ModelFileError(f"{what}: array {k!r} has shape {members[k].shape}, model expects {shape}")
+
+
 def load(path: str | os.PathLike[str]) -> Layer:
     """Read a model directory written by :func:`save` and return the built net with its weights.
 
-    Raises ModelFileError (one line) for a missing directory or file, invalid JSON, an unknown format,
-    a newer version, unknown layer types or bad configs, a net that does not fit its input_shape,
-    missing/extra arrays, wrong array shapes, non-float arrays or a truncated ``weights.npz``.
+    Everything is checked before anything is allocated: ``model.json`` (size, depth, numbers, header,
+    layer types and configs, at most :data:`volnet.validate.MAX_LAYERS` layers, shapes through the net),
+    then the names, dtypes, shapes and declared sizes of the arrays in ``weights.npz`` from its zip
+    directory and ``.npy`` headers (missing, extra, wrong-shape, complex/time/object arrays are refused
+    unread). Only then are the arrays read (NaN/inf refused) and the net built around them (no He
+    initialisation). Only regular files are read. Every problem raises ModelFileError (one line).
     """
     from volnet.registry import layer_from_config
+    from volnet.validate import (
+        check_fits_memory,
+        finite_or_raise,
+        npz_members,
+        open_regular,
+        read_npz_arrays,
+        refuse_special,
+    )
 
     path = Path(path)
     if not path.exists():
@@ -246,39 +272,54 @@ def load(path: str | os.PathLike[str]) -> Layer:
             f"{path} is a file; a volnet model is a directory with {MODEL_JSON} and {WEIGHTS}"
         )
     mj, wz = path / MODEL_JSON, path / WEIGHTS
+    for f in (mj, wz):
+        refuse_special(f, "model file")
     if not mj.is_file():
         raise ModelFileError(f"{MODEL_JSON} missing in {path}; is this a volnet model directory?")
     if not wz.is_file():
         raise ModelFileError(f"{WEIGHTS} missing in {path}; the model was not saved completely")
     doc = _read_json(mj)
     input_shape, dtype = _check_header(doc)
+    _count_layers(doc["net"])
     try:
         net = layer_from_config(doc["net"], where="net")
         net.astype(dtype)
+        want, leaves = _expected_arrays(net, input_shape)
+    except VolnetError as e:
+        raise ModelFileError(f"{MODEL_JSON}: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+        raise ModelFileError(f"{MODEL_JSON}: bad layer configuration: {e}") from None
+    try:
+        f = open_regular(wz, WEIGHTS)
+    except OSError as e:
+        raise ModelFileError(f"{WEIGHTS}: cannot read {wz}: {e.strerror or e}") from None
+    with f:
+        members = npz_members(f, WEIGHTS)
+        _check_members(members, want, WEIGHTS)
+        # buffers (BN running statistics) are as large as the params just checked
+        leaf_buffers = [layer.init_buffers(s_in) if hasattr(layer, "init_buffers") else {}
+                        for _, layer, s_in in leaves]
+        buffers = {f"{prefix}{k}": tuple(v.shape)
+                   for (prefix, _, _), bufs in zip(leaves, leaf_buffers) for k, v in bufs.items()}
+        _check_members(members, buffers, WEIGHTS)
+        extra = [k for k in members if k not in want and k not in buffers]
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            raise ModelFileError(
+                f"{WEIGHTS}: unexpected array {extra[0]!r}{more}; not part of the model in {MODEL_JSON}"
+            )
+        check_fits_memory(sum(m.nbytes for m in members.values()), f"loading {path}")
+        arrays = read_npz_arrays(f, list(members), WEIGHTS)
+    for k, a in arrays.items():
+        finite_or_raise(a, f"{WEIGHTS}: array {k!r}")
+    for (prefix, layer, s_in), bufs in zip(leaves, leaf_buffers):  # the stored arrays become the layers'
+        names = list(layer.param_shapes(s_in))  # own: build then skips the He initialisation
+        if names:
+            layer.params = {k: np.ascontiguousarray(arrays[prefix + k], dtype=dtype) for k in names}
+        if bufs:
+            layer.buffers = {k: np.ascontiguousarray(arrays[prefix + k], dtype=dtype) for k in bufs}
+    try:
         net.build(input_shape, None, dtype)
     except VolnetError as e:
         raise ModelFileError(f"{MODEL_JSON}: {e}") from None
-    except (TypeError, ValueError, KeyError) as e:
-        raise ModelFileError(f"{MODEL_JSON}: bad layer configuration: {e}") from None
-    arrays = _read_npz(wz)
-    targets = {**net.params, **net.buffers}
-    missing = [k for k in targets if k not in arrays]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelFileError(f"{WEIGHTS}: missing array {missing[0]!r}{more}; the model expects it")
-    extra = [k for k in arrays if k not in targets]
-    if extra:
-        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise ModelFileError(
-            f"{WEIGHTS}: unexpected array {extra[0]!r}{more}; not part of the model in {MODEL_JSON}"
-        )
-    for k, dst in targets.items():
-        a = arrays[k]
-        if a.shape != dst.shape:
-            raise ModelFileError(
-                f"{WEIGHTS}: array {k!r} has shape {a.shape}, model expects {dst.shape}"
-            )
-        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-            raise ModelFileError(f"{WEIGHTS}: array {k!r} has dtype {a.dtype}, expected a float array")
-        dst[...] = a
     return net

@@ -79,7 +79,9 @@ from volnet.layers import (
     ReLU,
     Softmax,
 )
+from volnet.onnx_check import spatial_attrs
 from volnet.ops.sizes import output_size, padding_for
+from volnet.validate import check_weight_dtype, finite_or_raise
 
 MIN_OPSET = 13
 SUPPORTED_OPS = (
@@ -391,7 +393,7 @@ class _Importer:
         self.graph = g
         self.opset = max([int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")] or
                          [MIN_OPSET])
-        self.consts: dict[str, np.ndarray] = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+        self.consts: dict[str, np.ndarray] = {i.name: self.to_array(i) for i in g.initializer}
         real = [i for i in g.input if i.name not in self.consts]
         if len(real) != 1:
             raise ModelFileError(f"ONNX import: the graph must have one input, has {len(real)} "
@@ -403,7 +405,7 @@ class _Importer:
         # what a Reshape target's batch entry may be: copy (0), infer (-1), the file's own N, or Shape's N
         self.batch_values = {0, -1, _BATCH} | ({int(dims[0])} if dims and dims[0] else set())
         if input_shape is None:
-            if len(dims) < 2 or any(d is None or d < 1 for d in dims[1:]):
+            if len(dims) < 2 or any(d is None or not 1 <= d <= 1_000_000 for d in dims[1:]):
                 raise ModelFileError(f"ONNX import: input {self.input_name!r} has shape {dims}; give the "
                                      f"per-sample shape (input_shape=(C, H, W) or --input WxHxD)")
             input_shape = tuple(int(d) for d in dims[1:])  # type: ignore[misc]
@@ -427,6 +429,14 @@ class _Importer:
         self.consumers = consumers
 
     # -- helpers ---------------------------------------------------------------------------------
+    def to_array(self, t: Any) -> np.ndarray:
+        try:
+            return self.onnx.numpy_helper.to_array(t)
+        except Exception as e:  # data that does not match the dims, unknown data types
+            first = (str(e).splitlines() or [""])[0][:120]
+            raise ModelFileError(f"ONNX tensor {t.name!r}: unreadable ({type(e).__name__}: {first})"
+                                 ) from None
+
     def fail(self, node: Any, msg: str) -> ModelFileError:
         return ModelFileError(f"ONNX node {node.name or '(unnamed)'!r} (op {node.op_type}): {msg}")
 
@@ -457,13 +467,21 @@ class _Importer:
         try:
             out = layer.output_shape(s_in)  # type: ignore[arg-type]
             if isinstance(layer, (Conv, FC, BatchNorm)):
-                layer.build(s_in, self.rng, self.dtype)  # type: ignore[arg-type]
+                # compare the initializers with the shapes the node declares before allocating anything
+                want = layer.param_shapes(s_in)  # type: ignore[arg-type]
+                for k, v in {**(params or {}), **(buffers or {})}.items():  # real, finite numbers only
+                    check_weight_dtype(np.asarray(v).dtype, f"ONNX node {node.name!r}: {k}")
+                    finite_or_raise(np.asarray(v), f"ONNX node {node.name!r}: {k}")
                 for k, v in (params or {}).items():
-                    if layer.params[k].shape != v.shape:
-                        raise self.fail(node, f"{k} has shape {v.shape}, expected {layer.params[k].shape}")
-                    layer.params[k][...] = v
+                    if tuple(want[k]) != tuple(v.shape):
+                        raise self.fail(node, f"{k} has shape {v.shape}, expected {tuple(want[k])}")
+                layer.params = {k: np.array(v, dtype=self.dtype) for k, v in (params or {}).items()}
                 for k, v in (buffers or {}).items():
-                    layer.buffers[k][...] = v
+                    if tuple(v.shape) != (int(s_in[0]),):  # type: ignore[index]
+                        raise self.fail(node, f"{k} has shape {v.shape}, expected ({int(s_in[0])},)")  # type: ignore[index]
+                if buffers:
+                    layer.buffers = {k: np.array(v, dtype=self.dtype) for k, v in buffers.items()}
+                layer.build(s_in, self.rng, self.dtype)  # type: ignore[arg-type]
         except (VolnetError, ValueError) as e:
             if isinstance(e, ModelFileError):
                 raise
@@ -481,6 +499,8 @@ class _Importer:
             raise self.fail(node, f"auto_pad={a['auto_pad']!r} is not supported; export with explicit pads")
         if len(kernel) != 2:
             raise self.fail(node, f"only 2-D kernels are supported, got kernel_shape {list(kernel)}")
+        spatial_attrs({**a, "dilations": list(dilation)}, kernel,
+                      f"ONNX node {node.name or '(unnamed)'!r} (op {node.op_type})")
         strides = list(a.get("strides", [1, 1]))
         pads = list(a.get("pads", [0, 0, 0, 0]))
         if a.get("auto_pad") in (b"VALID", "VALID"):
@@ -529,7 +549,16 @@ class _Importer:
                     f"ONNX node {node.name or '(unnamed)'!r} (op {node.op_type}) is not supported by volnet; "
                     f"nearest supported rewrite: {hint}"
                 )
-            handler(node, _attrs(self.onnx, node))
+            try:
+                handler(node, _attrs(self.onnx, node))
+            except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError,
+                    AttributeError) as e:  # a malformed node (missing input or attribute, wrong types)
+                if isinstance(e, VolnetError):
+                    raise
+                first = (str(e).splitlines() or [""])[0][:120]
+                raise self.fail(node, f"malformed node ({type(e).__name__}: {first}); inputs "
+                                      f"{list(node.input)}, attributes {[a.name for a in node.attribute]}"
+                                ) from None
 
     def fold(self, node: Any) -> None:
         """Evaluate a node whose inputs are all constants (``onnx.reference``) into constants."""
@@ -567,7 +596,10 @@ class _Importer:
     def op_Constant(self, node: Any, a: dict[str, Any]) -> None:
         if "sparse_value" in a:
             raise self.fail(node, "sparse constants are not supported; store the tensor dense ('value')")
-        self.fold(node)  # value, value_float(s), value_int(s), ...
+        if "value" in a:
+            self.consts[node.output[0]] = self.to_array(a["value"])
+        else:
+            self.fold(node)  # value_float(s), value_int(s), ...
 
     def op_Identity(self, node: Any, a: dict[str, Any]) -> None:
         if node.input[0] in self.consts:  # PyTorch's exporter aliases shared weights this way
@@ -584,6 +616,11 @@ class _Importer:
             raise self.fail(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
         b = self.const(node, node.input[2], "bias") if len(node.input) > 2 and node.input[2] else None
         kernel = list(a.get("kernel_shape", w.shape[2:]))
+        if kernel != list(w.shape[2:]):
+            raise self.fail(node, f"kernel_shape {kernel} does not match the weight's {list(w.shape[2:])}")
+        if int(w.shape[1]) != int(self.shape[x][0]):
+            raise self.fail(node, f"the weight expects {int(w.shape[1])} input channels, the input has "
+                                  f"{int(self.shape[x][0])}")
         dil = list(a.get("dilations", [1, 1]))
         strides, pad, fit = self._spatial(node, a, kernel, self.shape[x], dil)
         layer = self.make(node, Conv, int(w.shape[0]), tuple(kernel), tuple(strides), tuple(pad), tuple(dil),
@@ -940,15 +977,13 @@ def import_onnx(path: str | os.PathLike[str], input_shape: Sequence[int] | None 
 
 
 def _import(path: str | os.PathLike[str], input_shape: Sequence[int] | None) -> tuple[Any, _Importer]:
+    from volnet.onnx_check import load_model
+
     onnx = _onnx()
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ModelFileError(f"no ONNX file at {p}")
-    try:
-        model = onnx.load(str(p))
-    except Exception as e:  # protobuf DecodeError and friends
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelFileError(f"{p}: not a valid ONNX file ({type(e).__name__}: {first})") from None
+    model = load_model(onnx, p)  # regular file only; external data checked and read by volnet itself
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx") and imp.version < 7:
             raise ModelFileError(f"{p}: opset {imp.version} is too old; re-export with opset >= {MIN_OPSET}")

@@ -33,6 +33,18 @@ from volnet.errors import ModelFileError, ShapeError, VolnetError
 Arrays = Mapping[str, np.ndarray]
 
 
+def _like(v: Any, current: Any) -> bool:
+    """``v`` (from a checkpoint) has the form of the hyperparameter's ``current`` value."""
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if isinstance(current, bool):
+        return isinstance(v, bool)
+    if isinstance(current, tuple):
+        return isinstance(v, list | tuple) and len(v) == len(current) and all(number(x) for x in v)
+    return number(v)
+
+
 class Optimizer:
     """Base class: holds ``params`` (name -> array, updated in place), ``lr`` and per-parameter state.
 
@@ -114,7 +126,11 @@ class Optimizer:
         if meta.get("type") != kind:
             raise ModelFileError(f"optimizer state is for {meta.get('type')!r}, not {kind}; build the "
                                  f"optimizer the checkpoint was saved with")
-        steps = {str(k): int(v) for k, v in dict(meta.get("steps", {})).items()}
+        try:
+            steps = {str(k): int(v) for k, v in dict(meta.get("steps", {})).items()}
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"optimizer state: \"steps\" must map parameter names to counts ({e})"
+                                 ) from None
         unknown = sorted(set(steps) - set(self.params))
         if unknown:
             raise ModelFileError(f"optimizer state names parameters {unknown[:5]} the model does not have; "
@@ -126,11 +142,16 @@ class Optimizer:
             for h in self.hyper:
                 if h in meta:
                     v = meta[h]
+                    if not _like(v, getattr(self, h)):
+                        raise ModelFileError(f"optimizer state: {h} must be of the form "
+                                             f"{getattr(self, h)!r}, got {v!r:.40}; damaged checkpoint")
                     setattr(self, h, tuple(float(x) for x in v) if isinstance(v, list | tuple) else v)
             state = self._state_from_arrays(steps, arrays)
-        except Exception:
+        except Exception as e:
             for h, v in saved.items():
                 setattr(self, h, v)
+            if isinstance(e, (TypeError, ValueError, KeyError)) and not isinstance(e, ModelFileError):
+                raise ModelFileError(f"optimizer state: damaged ({type(e).__name__}: {e})") from None
             raise
         self.state = state
         self.steps = steps

@@ -92,9 +92,11 @@ def write_safetensors_pure(tensors: Mapping[str, np.ndarray],
 
 def read_safetensors_pure(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors, metadata) of a safetensors file, NumPy only; every defect is a one-line ModelFileError."""
+    from volnet.validate import count_bound, loads_json, read_regular
+
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_regular(p, "safetensors file")
     except FileNotFoundError:
         raise ModelFileError(f"no safetensors file at {p}") from None
     except OSError as e:
@@ -105,10 +107,7 @@ def read_safetensors_pure(path: str | os.PathLike[str]) -> tuple[dict[str, np.nd
     if n > MAX_HEADER or 8 + n > len(raw):
         raise ModelFileError(f"{p}: header length {n} does not fit the file ({len(raw)} bytes); truncated or "
                              f"not a safetensors file")
-    try:
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{p}: the safetensors header is not valid JSON ({e})") from None
+    header = loads_json(raw[8 : 8 + n], f"{p}: the safetensors header")
     if not isinstance(header, dict):
         raise ModelFileError(f"{p}: the safetensors header must be a JSON object")
     data = memoryview(raw)[8 + n :]
@@ -129,7 +128,7 @@ def read_safetensors_pure(path: str | os.PathLike[str]) -> tuple[dict[str, np.nd
             itemsize, dt = DTYPES[code].itemsize, DTYPES[code]
         else:
             raise ModelFileError(f"{p}: tensor {name!r} has dtype {code!r}, which volnet cannot read")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = count_bound(shape, f"{p}: tensor {name!r}")
         if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= len(data)):
             raise ModelFileError(f"{p}: tensor {name!r}: data_offsets {[begin, end]} outside the data "
                                  f"({len(data)} bytes); truncated file?")
@@ -167,7 +166,10 @@ def read_safetensors(path: str | os.PathLike[str], pure: bool = False) -> dict[s
     stn = None if pure else _package()
     if stn is None:
         return read_safetensors_pure(path)[0]
+    from volnet.validate import refuse_special
+
     p = Path(path)
+    refuse_special(p, "safetensors file")
     if not p.is_file():
         raise ModelFileError(f"no safetensors file at {p}")
     try:
@@ -304,6 +306,7 @@ def load_torch_state_dict(net: Layer, path: str | os.PathLike[str] | Mapping[str
     is built first if needed; arrays are cast to its dtype. Nothing is changed unless everything fits.
     """
     from volnet.net import Container
+    from volnet.validate import finite_or_raise
 
     if not net.params and getattr(net, "input_shape", None) is not None:
         if isinstance(net, Container):
@@ -333,6 +336,7 @@ def load_torch_state_dict(net: Layer, path: str | os.PathLike[str] | Mapping[str
                                  f"{tuple(dst.shape)}; a different architecture or number of classes?")
         if a.dtype.kind not in "fiu":
             raise ModelFileError(f"{where}: {key!r} has dtype {a.dtype}, expected floats")
+        finite_or_raise(a, f"{where}: {key!r}")
         updates.append((dst, a))
         used.add(key)
         result.loaded.append(k)

@@ -85,6 +85,10 @@ class Token:
 
 
 _WS = re.compile(r"\s+|#[^\n]*")  # whitespace and comments (``# ...`` to the end of the line)
+#: Most digits of a number in a spec (sizes and counts), deepest ``[ ... ]`` nesting, most layers.
+MAX_DIGITS = 9
+MAX_NESTING = 50
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
 _ARROW = re.compile(r"->|→|=>|⟶|-(?=\s|$)")
 _SHAPE = re.compile(r"\[\s*(\d+)\s*[x×X]\s*(\d+)\s*(?:[x×X]\s*(\d+)\s*)?\]")
 _REPEAT = re.compile(r"\*\s*(\d+)")
@@ -141,6 +145,16 @@ def tokenize(text: str) -> list[Token]:
         raise SpecError(f"a spec must be a string, got {type(text).__name__}")
     tokens: list[Token] = []
     i, n = 0, len(text)
+    long = _LONG_NUMBER.search(text)
+    if long:
+        num = long.group(0)[:12] + ("..." if len(long.group(0)) > 12 else "")
+        raise _error(f"the number {num} is too large (at most {MAX_DIGITS} digits); sizes and repeat counts "
+                     "are small integers", text, long.start(), min(long.end(), long.start() + 40))
+    depth = 0
+    for j in (range(n) if text.count("[") > MAX_NESTING else ()):
+        depth += 1 if text[j] == "[" else -1 if text[j] == "]" else 0
+        if depth > MAX_NESTING:
+            raise _error(f"groups [ ... ] nested more than {MAX_NESTING} deep; flatten the spec", text, j)
     while i < n:
         m = _WS.match(text, i)
         if m:
@@ -465,6 +479,17 @@ def parse(tokens: list[Token]) -> Group:
 
 def expand(tree: Group) -> list[Item]:
     """Write out every ``[ ... ]*N`` (N = 0 drops the group); an INPUT item, if any, comes first."""
+    from volnet.validate import MAX_LAYERS
+
+    def count(node: Item | Group) -> int:
+        if isinstance(node, Item):
+            return int(node.kind != "INPUT")
+        return node.repeat * sum(count(c) for c in node.items)
+
+    total = count(tree)
+    if total > MAX_LAYERS:
+        raise SpecError(f"the spec expands to {total:,} layers, more than volnet's limit of {MAX_LAYERS:,}; "
+                        "use fewer or smaller repeats")
     out: list[Item] = []
 
     def walk(node: Item | Group) -> None:
@@ -506,6 +531,9 @@ def parse_shape(text: str | tuple[int, ...] | list[int]) -> Shape:
             raise ShapeError(f"input shape must be positive integers (C, H, W), got {text!r}")
         return shape
     m = re.fullmatch(r"\s*\[?\s*(\d+)\s*[x×X]\s*(\d+)\s*(?:[x×X]\s*(\d+)\s*)?\]?\s*", str(text))
+    if m and _LONG_NUMBER.search(str(text)):
+        raise ShapeError(f"volume {str(text)[:40]!r}: a size has more than {MAX_DIGITS} digits; write "
+                         "WxHxD with sizes such as 32x32x3")
     if not m:
         raise ShapeError(f"cannot read the volume {text!r}; write WxHxD (width x height x depth): 32x32x3")
     w, h, d = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)

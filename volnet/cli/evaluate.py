@@ -48,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from volnet.cli.train import load_data
     from volnet.train import evaluate, format_confusion, load_trained, plot_confusion
 
+    for opt in ("batch", "limit"):
+        v = getattr(args, opt)
+        if v is not None and v < (1 if opt == "batch" else 0):
+            raise DataError(f"--{opt} must be {'>= 1' if opt == 'batch' else '>= 0'}, got {v}")
     model = load_trained(args.model)
-    stored = model.info.get("info", {}).get("args", {}) if model.info else {}
+    stored = (model.info.get("info") or {}).get("args") or {}  # types checked by check_trainer_json
     name = args.data or stored.get("data_used")
     if not name:
         raise DataError(f"{args.model} does not record its dataset; pass --data NAME")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from volnet.errors import SpecError, VolnetError
@@ -72,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from volnet.layers.base import format_shape
     from volnet.onnx_io import export_onnx
 
+    out = Path(args.out)
+    if out.is_dir() or (os.path.lexists(out) and out.suffix.lower() != ".onnx"):
+        raise VolnetError(f"{out} exists and is not an .onnx file; refusing to overwrite it: choose another "
+                          "path")
     norm = classes = None
     is_dir = exists(args.model, os.path.isdir)
     if is_dir:  # a run, checkpoint or model directory: with its preprocessing

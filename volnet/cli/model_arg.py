@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from volnet.errors import SpecError, VolnetError
@@ -54,12 +53,11 @@ def zoo_key(arg: str) -> str | None:
 
 
 def read_spec_file(path: str) -> str:
-    """The spec in the file ``path``, as it is: ``#`` comments (a line of their own or after a layer) are
-    the notation's, so a spec error's line number is the file's own line."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path} is not a text file with a spec ({e.reason} at byte {e.start})") from None
+    """The spec in the file ``path``, as it is (a regular UTF-8 file of bounded size): ``#`` comments
+    (a line of their own or after a layer) are the notation's, so a spec error's line is the file's own."""
+    from volnet.validate import read_text
+
+    return read_text(path, "spec file", SpecError)
 
 
 def resolve_model_arg(arg: str, allow_default: bool = False) -> ModelArg:
@@ -68,6 +66,9 @@ def resolve_model_arg(arg: str, allow_default: bool = False) -> ModelArg:
         from volnet.train import DEFAULT_MODEL
 
         return ModelArg("default", arg, DEFAULT_MODEL)
+    from volnet.validate import refuse_special
+
+    refuse_special(arg, "model or spec file", VolnetError)  # a FIFO or device would block
     if exists(arg, os.path.isdir):
         return ModelArg("dir", arg, arg)
     if exists(arg, os.path.isfile):

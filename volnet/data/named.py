@@ -223,6 +223,11 @@ def _load_folder(path: str, size: int | tuple[int, int] | None = None,
     train = Dataset(x, y, classes, f"folder:{root}/train", aug)
     if test_dir is None:
         return train, None
+    test_classes = {d.name for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    unknown = sorted(test_classes - set(classes))
+    if unknown:
+        raise DataError(f"{test_dir}: class folder(s) {unknown} have no training folder in {train_dir}; "
+                        "the model cannot learn them (add training images or remove them)")
     x, y, _ = read_image_folder(test_dir, size, mode, classes=classes)
     return train, Dataset(x, y, classes, f"folder:{root}/test", aug)
 

@@ -30,8 +30,10 @@ class Normalizer:
                             f"std={std}")
         self.mean: list[float] | None = None if mean is None else [float(m) for m in mean]
         self.std: list[float] | None = None if std is None else [float(s) for s in std]
-        if self.std is not None and any(not s > 0 for s in self.std):
-            raise DataError(f"Normalizer: every std must be > 0, got {self.std}")
+        if self.std is not None and any(not (0 < s < float("inf")) for s in self.std):
+            raise DataError(f"Normalizer: every std must be a finite number > 0, got {self.std}")
+        if self.mean is not None and any(m != m or abs(m) == float("inf") for m in self.mean):
+            raise DataError(f"Normalizer: every mean must be a finite number, got {self.mean}")
 
     def fit(self, x: np.ndarray, chunk: int = 8192) -> Normalizer:
         """Compute per-channel mean and (population) std of ``x`` (N, C, H, W) in float64.

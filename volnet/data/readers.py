@@ -10,6 +10,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,21 +23,84 @@ _IDX_CODES: dict[str, int] = {np.dtype(v).newbyteorder("=").str[1:]: k for k, v 
 PathLike = str | os.PathLike[str]
 
 
-def _read_bytes(path: Path) -> bytes:
-    """File contents, gunzipped when the file starts with the gzip magic bytes."""
+#: Largest uncompressed dataset file volnet reads (and never more than half this machine's memory).
+MAX_DATA_BYTES = 64 * 1024**3
+#: Largest image (width x height) volnet decodes: 16384 x 16384.
+MAX_IMAGE_PIXELS = 16384 * 16384
+
+
+def data_limit() -> int:
+    """Most bytes one dataset file may hold uncompressed: MAX_DATA_BYTES or half the physical memory."""
+    from volnet.validate import memory_bytes
+
+    mem = memory_bytes()
+    return MAX_DATA_BYTES if mem is None else min(MAX_DATA_BYTES, mem // 2)
+
+
+def _gunzip(path: Path, raw: bytes, limit: int, partial: bool = False) -> bytes:
+    """Decompress (possibly multi-member) gzip data, stopping with a DataError past ``limit`` bytes
+    (``partial``: return the first ``limit`` bytes instead)."""
+    out: list[bytes] = []
+    total = 0
+    rest = raw
     try:
-        raw = path.read_bytes()
+        while rest:
+            d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            data = rest
+            while True:
+                chunk = d.decompress(data, max(1, limit + 1 - total))
+                total += len(chunk)
+                out.append(chunk)
+                if partial and total >= limit:
+                    return b"".join(out)[:limit]
+                if total > limit:
+                    raise DataError(f"{path}: gzip data inflates to more than {limit:,} bytes (a damaged "
+                                    "file or a decompression bomb); delete it and download it again")
+                data = d.unconsumed_tail
+                if d.eof or (not data and not chunk):
+                    break
+            if not d.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            rest = d.unused_data.lstrip(b"\0")
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip data ({e}); delete the file and "
+                        "download it again") from None
+    return b"".join(out)
+
+
+def _read_bytes(path: Path, limit: int | None = None, size_of: Any = None) -> bytes:
+    """File contents, gunzipped when the file starts with the gzip magic bytes; regular files only, at
+    most ``limit`` bytes after decompression (default :func:`data_limit`). ``size_of(prefix)`` may give
+    the length the file's own header declares (from its first bytes), which then bounds decompression."""
+    from volnet.validate import read_regular
+
+    limit = data_limit() if limit is None else limit
+    try:
+        raw = read_regular(path, "dataset file", limit, DataError)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; check the path or pass --data-dir") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror}); check permissions") from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({e}); delete the file and "
-                            "download it again") from None
+        if size_of is not None:
+            declared = size_of(_gunzip(path, raw, 1024, partial=True))
+            if declared is not None:
+                limit = min(limit, declared + 1)  # one more byte: "trailing bytes" is reported by the caller
+        return _gunzip(path, raw, limit)
     return raw
+
+
+def _idx_size(prefix: bytes) -> int | None:
+    """The total length an IDX header declares (None when the prefix is not a readable IDX header)."""
+    if len(prefix) < 4 or prefix[0] or prefix[1] or prefix[2] not in _IDX_TYPES or not prefix[3]:
+        return None
+    header = 4 + 4 * prefix[3]
+    if len(prefix) < header:
+        return None
+    count = 1
+    for d in np.frombuffer(prefix, dtype=">u4", count=prefix[3], offset=4):
+        count *= int(d)
+    return header + count * np.dtype(_IDX_TYPES[prefix[2]]).itemsize
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -47,7 +111,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     Raises ``DataError`` naming the file when the magic number, the sizes or the length are wrong.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, size_of=_idx_size)
     fix = "delete the file and download it again"
     if len(data) < 4:
         raise DataError(f"{path}: not an IDX file (only {len(data)} bytes); {fix}")
@@ -62,7 +126,13 @@ def read_idx(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, need {header}); {fix}")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    from volnet.validate import count_bound
+
+    count_bound([max(d, 1) for d in dims], f"{path}: IDX header", cls=DataError)  # even around a 0 size
+    count = 1
+    for d in dims:
+        count *= d  # Python ints: no overflow
+    expected = header + count * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise DataError(f"{path}: IDX file {what}: dims {dims} of {dtype.name} need {expected} bytes, "
@@ -177,15 +247,31 @@ def read_image(path: PathLike, size: tuple[int, int] | None = None, mode: str = 
 
     ``size=(H, W)`` resizes (bilinear) first.
     """
+    from volnet.validate import open_regular
+
     Image = _pillow()
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "image", DataError) as f, Image.open(f) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: image of {w}x{h} pixels is larger than volnet reads "
+                                f"({MAX_IMAGE_PIXELS:,} pixels); shrink it first")
             im = im.convert(mode)
             if size is not None:
                 im = im.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({e}); remove or replace the file") from None
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: refused as a decompression bomb ({e}); shrink the image first") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to decode this image; shrink it first") from None
+    except Exception as e:  # Pillow's decoders raise many types on damaged files (OSError, SyntaxError, ...)
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {first}); remove or replace the "
+                        "file") from None
     if a.ndim == 2:
         a = a[:, :, None]
     return cifar_to_float(a.transpose(2, 0, 1))
@@ -213,6 +299,9 @@ def read_image_folder(root: PathLike, size: int | tuple[int, int] | None = None,
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders; expected {root}/CLASS_NAME/*.png|jpg")
+    if len(classes) < 2:
+        raise DataError(f"image folder {root} has one class ({classes[0]!r}); a classifier needs at least "
+                        f"two class sub-folders {root}/CLASS_NAME/")
     hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     images: list[np.ndarray] = []
     labels: list[int] = []

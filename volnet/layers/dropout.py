@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from volnet.errors import ModelFileError
 from volnet.layers.base import Layer, Shape
 from volnet.ops.dropout import dropout_backward, dropout_forward
 
@@ -63,12 +64,16 @@ class Dropout(Layer):
         kinds = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "MT19937": np.random.MT19937,
                  "Philox": np.random.Philox, "SFC64": np.random.SFC64}
         name = state.get("bit_generator") if isinstance(state, dict) else None
-        if name not in kinds:
-            raise ValueError(
+        if not isinstance(name, str) or name not in kinds:
+            raise ModelFileError(
                 f"dropout rng state: unknown bit generator {name!r}; expected one of {sorted(kinds)}"
             )
         bg = kinds[name]()
-        bg.state = copy.deepcopy(state)
+        try:
+            bg.state = copy.deepcopy(state)
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise ModelFileError(f"dropout rng state: damaged {name} state ({type(e).__name__}: {e})"
+                                 ) from None
         self.rng = np.random.Generator(bg)
         self._rng_from_build = True
 

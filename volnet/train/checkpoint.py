@@ -218,6 +218,8 @@ def write_json(path: Path, doc: Any) -> None:
 
 def read_trainer_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``trainer.json`` of the checkpoint directory ``path``: a JSON object of a known version."""
+    from volnet.validate import check_trainer_json
+
     p = Path(path) / TRAINER_JSON
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
@@ -232,7 +234,7 @@ def read_trainer_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelFileError(f"{p}: version must be an integer, got {version!r}")
     if version > CHECKPOINT_VERSION:
         raise ModelFileError(f"{p}: checkpoint version {version} is newer than this volnet; upgrade volnet")
-    return doc
+    return check_trainer_json(doc, p)  # every section's types and ranges, no NaN anywhere
 
 
 def _need(p: Path, where: str, ok: bool, expected: str, value: Any) -> None:
