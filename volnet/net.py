@@ -17,7 +17,7 @@ layer. ``net.grads`` is collected afresh from the layers on every access (after 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -161,8 +161,46 @@ class Container(Layer):
         """(name, layer) of the direct children, in execution order."""
         raise NotImplementedError
 
-    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
+    def edges(self) -> list[tuple[str, Layer, list[str]]]:
+        """(name, layer, input names) of the direct children in execution order (``"input"``: the net's
+        input); what shape tracing and building walk, for a stack and a DAG alike."""
         raise NotImplementedError
+
+    def _output_name(self) -> str:
+        raise NotImplementedError
+
+    def _walk(self, input_shape: Any, visit: Callable[[str, Layer, InShape], Shape]) -> Shape:
+        """``visit(name, layer, its input shape) -> its output shape`` for every child in order; the net's
+        output shape. A ShapeError is raised again naming the child's dotted path."""
+        shapes: dict[str, Shape] = {"input": tuple(input_shape)}
+        for name, layer, inputs in self.edges():
+            s_in: InShape = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
+            try:
+                shapes[name] = tuple(visit(name, layer, s_in))
+            except ShapeError as e:
+                raise e.at(name) from None
+        return shapes[self._output_name()]
+
+    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
+        rows: list[Row] = []
+
+        def visit(name: str, layer: Layer, s_in: InShape) -> Shape:
+            if isinstance(layer, Container):
+                sub, out = layer._trace(s_in, f"{prefix}{name}.")
+                rows.extend(sub)
+                return out
+            out = layer.output_shape(s_in)
+            rows.append((f"{prefix}{name}", layer, s_in, out))
+            return out
+
+        return rows, self._walk(input_shape, visit)
+
+    def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        def visit(name: str, layer: Layer, s_in: InShape) -> Shape:
+            layer.build(s_in, rng, self.dtype)
+            return layer.output_shape(s_in)
+
+        self._walk(input_shape, visit)
 
     @property
     def layers(self) -> list[Layer]:
@@ -276,9 +314,6 @@ class Container(Layer):
         self.input_shape = input_shape
         self._built = True
 
-    def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
-        raise NotImplementedError
-
     def _prepare(self, x: np.ndarray) -> None:
         shape = tuple(int(v) for v in np.shape(x)[1:])
         if not self._built:
@@ -370,9 +405,10 @@ class Container(Layer):
         """Restore :meth:`rng_states` (bit-identical dropout masks after resuming)."""
         layers = dict(self.named_layers())
         for name, state in states.items():
-            if name not in layers or not hasattr(layers[name], "set_rng_state"):
+            setter = getattr(layers.get(name), "set_rng_state", None)
+            if setter is None:
                 raise VolnetError(f"rng state for {name!r}: no such dropout layer in this net")
-            layers[name].set_rng_state(state)
+            setter(state)
 
     # -- notation and files ----------------------------------------------------------------------
     def spec(self, input_shape: Shape | None = None) -> str:
@@ -520,31 +556,17 @@ class Sequential(Container):
             raise KeyError(key)
         return self._items[key][1]
 
-    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
-        rows: list[Row] = []
-        shape = tuple(input_shape)
-        for name, layer in self._items:
-            try:
-                if isinstance(layer, Container):
-                    sub, out = layer._trace(shape, f"{prefix}{name}.")
-                    rows.extend(sub)
-                else:
-                    out = layer.output_shape(shape)
-                    rows.append((f"{prefix}{name}", layer, shape, out))
-            except ShapeError as e:
-                raise e.at(name) from None
-            shape = out
-        return rows, shape
+    def edges(self) -> list[tuple[str, Layer, list[str]]]:
+        names = ["input"] + [n for n, _ in self._items]
+        return [(n, layer, [prev]) for (n, layer), prev in zip(self._items, names)]
+
+    def _output_name(self) -> str:
+        return self._items[-1][0] if self._items else "input"
 
     def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
-        shape = input_shape
+        super()._build_children(input_shape, rng)
         fresh = False  # the caller's array is never overwritten
-        for name, layer in self._items:
-            try:
-                layer.build(shape, rng, self.dtype)
-                shape = layer.output_shape(shape)
-            except ShapeError as e:
-                raise e.at(name) from None
+        for _, layer in self._items:
             if isinstance(layer, ReLU):  # in place where safe: saves an activation-sized copy
                 layer.auto_inplace = fresh
             fresh = layer.fresh_output
@@ -736,34 +758,15 @@ class Graph(Container):
                     "nodes also read; use ReLU(inplace=False)"
                 )
 
-    def _trace(self, input_shape: Any, prefix: str) -> tuple[list[Row], Shape]:
-        rows: list[Row] = []
-        shapes: dict[str, Shape] = {"input": tuple(input_shape)}
-        for name, (layer, inputs) in self._nodes.items():
-            s_in: InShape = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
-            try:
-                if isinstance(layer, Container):
-                    sub, out = layer._trace(s_in, f"{prefix}{name}.")
-                    rows.extend(sub)
-                else:
-                    out = layer.output_shape(s_in)
-                    rows.append((f"{prefix}{name}", layer, s_in, out))
-            except ShapeError as e:
-                raise e.at(name) from None
-            shapes[name] = out
-        return rows, shapes[self.output]
+    def edges(self) -> list[tuple[str, Layer, list[str]]]:
+        return [(n, layer, list(inputs)) for n, (layer, inputs) in self._nodes.items()]
+
+    def _output_name(self) -> str:
+        return self.output
 
     def _build_children(self, input_shape: Shape, rng: np.random.Generator) -> None:
         self._check_inplace()
-        shapes: dict[str, Shape] = {"input": input_shape}
-        for name, (layer, inputs) in self._nodes.items():
-            s_in = [shapes[i] for i in inputs] if layer.multi_input else shapes[inputs[0]]
-            try:
-                layer.build(s_in, rng, self.dtype)
-                shapes[name] = layer.output_shape(s_in)
-            except ShapeError as e:
-                raise e.at(name) from None
-        _ = self.output
+        super()._build_children(input_shape, rng)
 
     def _last_use(self) -> dict[str, str]:
         last: dict[str, str] = {}
