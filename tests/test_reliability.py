@@ -135,3 +135,34 @@ def test_special_files_are_refused_without_blocking(tmp_path: Path) -> None:
     assert read_regular(tmp_path / "f") == b"abc"
     with pytest.raises(ModelFileError, match="more than the 2 volnet reads"):
         read_regular(tmp_path / "f", limit=2)
+
+
+@pytest.mark.parametrize("nodes,consts", [
+    ([("ConstantOfShape", ["shp"], ["big"])], {"shp": np.array([1, 4_000_000_000], np.int64)}),
+    ([("Expand", ["one", "shp"], ["big"])], {"one": np.ones(1, np.float32),
+                                             "shp": np.array([70_000, 70_000], np.int64)}),
+    ([("Tile", ["one", "rep"], ["big"])], {"one": np.ones(4, np.float32),
+                                           "rep": np.array([10**9], np.int64)}),
+    ([("MatMul", ["col", "row"], ["big"])], {"col": np.ones((50_000, 1), np.float32),
+                                             "row": np.ones((1, 50_000), np.float32)}),
+    ([("Range", ["a", "b", "c"], ["big"])], {"a": np.array(0.0, np.float32), "b": np.array(1e12, np.float32),
+                                             "c": np.array(1.0, np.float32)}),
+])
+def test_onnx_constant_folding_is_bounded_before_it_allocates(tmp_path: Path, nodes, consts) -> None:
+    """A few bytes of ONNX must not make the importer compute a constant of gigabytes: the output size is
+    known from the inputs' shapes first and refused beyond volnet's limit."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from volnet.onnx_io import import_onnx
+
+    graph_nodes = [helper.make_node(op, i, o) for op, i, o in nodes]
+    graph_nodes.append(helper.make_node("Add", ["x", "big"], ["y"]))
+    g = helper.make_graph(graph_nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    assert path.stat().st_size < 600_000
+    with pytest.raises(ModelFileError, match=r"constant output would hold [\d,]+ values \(limit"):
+        import_onnx(path)

@@ -384,6 +384,49 @@ def _safe_name(name: str, fallback: str, taken: set[str]) -> str:
     return out
 
 
+#: Largest constant volnet computes while importing (values), unless an input is already larger.
+MAX_FOLD_ELEMENTS = 1 << 24
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mod", "Equal", "Less", "Greater",
+                "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Where", "Sum", "Mean", "BitShift"}
+_UNARY = {"Cast", "CastLike", "Neg", "Abs", "Sqrt", "Reciprocal", "Exp", "Log", "Floor", "Ceil", "Round",
+          "Not", "Sign", "Relu", "Sigmoid", "Tanh", "Erf", "Identity", "Clip", "Softmax", "LeakyRelu"}
+_SHAPE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Concat", "Split", "Shape",
+              "Size", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "Constant",
+              "ArgMax", "ArgMin", "NonZero", "Gather", "GatherElements", "Det", "Trilu"}
+
+
+def _fold_size(op: str, ins: list[np.ndarray]) -> int | None:
+    """Values an op's constant output holds, computed from its inputs' shapes and values before anything
+    is evaluated; None for ops volnet does not fold."""
+    def n(shape: Any) -> int:
+        return int(np.prod([int(d) for d in shape], dtype=object))
+
+    if op in _ELEMENTWISE:
+        return n(np.broadcast_shapes(*[a.shape for a in ins]))
+    if op in _UNARY:
+        return ins[0].size if ins else 0
+    if op == "Gather":
+        return ins[0].size * max(ins[1].size, 1) if len(ins) > 1 else ins[0].size
+    if op in _SHAPE_OPS:
+        return sum(a.size for a in ins)
+    if op in ("MatMul", "Gemm") and len(ins) >= 2 and ins[0].ndim >= 1 and ins[1].ndim >= 1:
+        a, b = ins[0], ins[1]
+        if op == "Gemm":
+            return a.shape[-1] * b.shape[-1] if a.ndim == 2 and b.ndim == 2 else None
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        return n(batch) * (a.shape[-2] if a.ndim >= 2 else 1) * (b.shape[-1] if b.ndim >= 2 else 1)
+    if op == "ConstantOfShape":
+        return n(ins[0].reshape(-1)) if ins else 1
+    if op == "Expand" and len(ins) == 2:
+        return n(np.broadcast_shapes(ins[0].shape, tuple(int(d) for d in ins[1].reshape(-1))))
+    if op == "Tile" and len(ins) == 2:
+        return ins[0].size * n(ins[1].reshape(-1))
+    if op == "Range" and len(ins) == 3:
+        start, limit, delta = (float(a.reshape(-1)[0]) for a in ins)
+        return max(int(np.ceil((limit - start) / delta)), 0) if delta else None
+    return None
+
+
 class _Importer:
     """Maps ONNX nodes to volnet layers in topological order, tracking every tensor's shape."""
 
@@ -561,9 +604,23 @@ class _Importer:
                                 ) from None
 
     def fold(self, node: Any) -> None:
-        """Evaluate a node whose inputs are all constants (``onnx.reference``) into constants."""
+        """Evaluate a node whose inputs are all constants (``onnx.reference``) into constants, once its
+        output size is known to be bounded (:func:`_fold_size`): a few bytes of hostile file must not
+        make volnet allocate gigabytes."""
         from onnx.reference import ReferenceEvaluator
 
+        ins = [self.consts[i] for i in node.input if i]
+        try:
+            size = _fold_size(node.op_type, ins)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise self.fail(node, f"constant inputs do not fit together ({type(e).__name__}: {e})") from None
+        if size is None:
+            raise self.fail(node, "volnet does not evaluate this op on constants; fold it when exporting "
+                                  "(e.g. onnx-simplifier) or give it a graph input")
+        limit = max([MAX_FOLD_ELEMENTS] + [a.size for a in ins])
+        if size > limit:
+            raise self.fail(node, f"its constant output would hold {size:,} values (limit {limit:,}); "
+                                  "a damaged or hostile file?")
         try:
             ref = ReferenceEvaluator(node, opsets={"": self.opset})
             outs = ref.run(None, {i: self.consts[i] for i in node.input if i})
