@@ -520,6 +520,8 @@ def conv_forward(
             f"conv: algo='winograd' needs a 3x3 filter, stride 1, dilation 1 and padding <= 2, got "
             f"F={g.Fh}x{g.Fw}, S={g.Sh}x{g.Sw}, dilation={g.Dh}x{g.Dw}, pad=({g.pt}, {g.pb}, {g.pl}, {g.pr})"
         )
+    if algo == "winograd4":  # its kernels read x as (C, H, W, N): make it lie so (a view when it does)
+        x = batch_last(x).transpose(3, 0, 1, 2)
     out, extra = _ALGOS[algo][0](x, w, b, g)
     b_dtype = None if b is None else b.dtype
     return out, ConvCache(algo, g, x, w, b is not None, w_dtype, b_dtype, extra)
@@ -547,6 +549,8 @@ def conv_backward(
     if dout.shape != want:
         raise ShapeError(f"conv backward: dout must have shape {want} (N, K, Ho, Wo), got {dout.shape}")
     dout = dout.astype(cache.w.dtype, copy=False)
+    if cache.algo == "winograd4":
+        dout = batch_last(dout).transpose(3, 0, 1, 2)
     dx, dw, db = _ALGOS[cache.algo][1](dout, cache, need_dx)
     dw = dw.astype(cache.w_dtype, copy=False)
     if db is not None and cache.b_dtype is not None and np.issubdtype(cache.b_dtype, np.floating):

@@ -178,6 +178,8 @@ def pool_forward(
     g = _geometry(x, size, stride, mode, pad, fit)
     N, C, Ho, Wo, Fh, Fw = g["N"], g["C"], g["Ho"], g["Wo"], g["Fh"], g["Fw"]
     if mode == "max":
+        if _MAXPOOL_BWD is not None and kernels.using("numba") and memory_order(x) != BATCH_LAST:
+            x = batch_last(x).transpose(3, 0, 1, 2)  # one fast copy; then the compiled backward applies
         xp = _pad(x, g["pads"], -np.inf)
         out = _window(xp, g, 0, 0).copy(order="K")  # keeps x's memory layout
         for k in range(1, Fh * Fw):
