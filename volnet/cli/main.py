@@ -92,6 +92,7 @@ _OS_HINTS = {
     errno.ELOOP: "the path has a symbolic link loop",
     errno.EMFILE: "too many open files; close some programs",
     errno.EIO: "input/output error: the disk or the file may be damaged",
+    errno.EFBIG: "the file is larger than this system allows (ulimit -f); free space or raise the limit",
 }
 
 
