@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on-the-fly augmentation (default: the dataset's: Fashion-MNIST/CIFAR flip+crop, "
                         "digits/MNIST crop)")
     p.add_argument("--no-download", dest="download", action="store_false", default=None,
-                   help="never download missing MNIST/CIFAR files")
+                   help="never download missing MNIST/Fashion-MNIST/CIFAR files")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out: only the files it owns (listed in its volnet-run.json), "
                         "and only once the new run has its first checkpoint; a folder that is not a volnet "
@@ -160,7 +160,8 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
 
     ``channels`` (1 or 3) reads a ``folder:PATH`` dataset's images as grayscale or RGB.
 
-    Fashion-MNIST without its files (and no ``data_dir``) falls back to digits with a note on stderr.
+    Fashion-MNIST: Debian's package or the cache, else a download (checksummed, unless ``download`` is
+    False); when both fail (and no ``data_dir``) digits, with a one-line note on stderr.
     Unreadable files become a one-line DataError.
     """
     from volnet.data import load_dataset, split_validation
@@ -175,13 +176,14 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
         options["mode"] = "L" if channels == 1 else "RGB"
     try:
         try:
-            train, test = load_dataset(name, data_dir, download=download and key != "fashion-mnist",
-                                       **options)
+            train, test = load_dataset(name, data_dir, download=download, **options)
         except DataError as e:
             if key != "fashion-mnist" or data_dir is not None:
                 raise
-            _note(f"Fashion-MNIST is not installed ({str(e).split(';')[0]}); training on scikit-learn's "
-                  "8x8 digits instead (apt-get install dataset-fashion-mnist for the real thing)")
+            how = "downloading it failed" if download else "--no-download"
+            _note(f"Fashion-MNIST is not installed and {how} ({str(e).split(';')[0]}); training on "
+                  "scikit-learn's 8x8 digits instead (apt-get install dataset-fashion-mnist for the real "
+                  "thing)")
             name = "digits"
             train, test = load_dataset("digits")
     except VolnetError:
