@@ -128,6 +128,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BN layers of frozen blocks: keep their running statistics (default) or update them "
                         "in training mode (PyTorch's default for frozen parameters)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="data-parallel runs: BatchNorm statistics over the global batch (equal to one "
+                        "process) instead of each process's shard")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="train data-parallel in N processes: launches mpirun -np N volnet train ... "
+                        "(needs volnet[mpi]; the global batch --batch is split across them)")
 
 
 def _note(msg: str) -> None:
@@ -449,8 +455,13 @@ def run(args: argparse.Namespace) -> int:
     from volnet.train import Trainer, TrainingInterrupted, read_checkpoint
     from volnet.train.callbacks import ReplaceRun
     from volnet.train.checkpoint import check_out_dir, stage_dir
+    from volnet.train.distributed import from_environment, mpi_world_size
 
-    quiet = bool(args.quiet)
+    if args.workers is not None and args.workers > 1 and mpi_world_size() == 1:
+        return launch_workers(args.workers, args._argv)
+    dist = from_environment(bool(args.sync_bn))  # under mpirun: this rank; rank 0 alone writes and prints
+    root = dist is None or dist.is_root
+    quiet = bool(args.quiet) or not root
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "last" / "trainer.json").is_file():
@@ -473,7 +484,9 @@ def run(args: argparse.Namespace) -> int:
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet, channels=a.get("channels"))
         t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
-                           progress=not quiet)
+                           progress=not quiet, dist=dist)
+        if not root:
+            t.out_dir = None
         if not quiet:
             _note(f"resuming {run_dir} at epoch {t.epoch + 1}/{t.epochs}, "
                   f"batch {t.batch}/{t.steps_per_epoch}")
@@ -497,8 +510,9 @@ def run(args: argparse.Namespace) -> int:
         frozen = parse_freeze(a["freeze"], net)
         config = config.replace(augment=_augment(a["augment"], train), frozen=sorted(frozen))
         # an old run is replaced only when the new one has its first checkpoint (ReplaceRun)
-        t = Trainer(net, train, val, test, config, out_dir=out, progress=not quiet, info={"args": a},
-                    callbacks=[ReplaceRun(out)] if kind == "run" else ())
+        t = Trainer(net, train, val, test, config, out_dir=out if root else None, progress=not quiet,
+                    info={"args": a}, callbacks=[ReplaceRun(out)] if kind == "run" and root else (),
+                    dist=dist)
         if not quiet:
             nv = len(val) if val is not None else 0
             nt = len(test) if test is not None else 0
@@ -515,13 +529,15 @@ def run(args: argparse.Namespace) -> int:
                   f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
                   f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment: "
                   f"{t.augment.describe()}; run directory {out}")
-    if not args.resume and kind == "run":
+    if not args.resume and kind == "run" and root:
         t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
     try:
         t.fit()
     except TrainingInterrupted as e:
         print(f"volnet train: {e}; resume with: volnet train --resume {out}", file=sys.stderr)
         return 130
+    if not root:
+        return 0
     res = getattr(t, "test_result", None)
     best = f"best val acc {100 * t.best_acc:.2f}% (epoch {t.best_epoch})" if t.best_acc is not None \
         and val is not None else f"best train acc {100 * (t.best_acc or 0):.2f}%"
@@ -529,3 +545,37 @@ def run(args: argparse.Namespace) -> int:
     secs = sum(h["seconds"] for h in t.history)
     print(f"{best}{test_txt}; {secs / 60:.1f} min; run in {out} (metrics.jsonl, curves.png, best/, last/)")
     return 0
+
+
+def launch_workers(n: int, argv: list[str]) -> int:
+    """``volnet train --workers N ...``: run the same command in N MPI processes (``mpirun -np N``, one
+    BLAS thread each), say so, and return mpirun's exit status."""
+    import shutil
+    import subprocess
+
+    from volnet.train.distributed import INSTALL_HINT
+
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise VolnetError(f"--workers needs mpi4py and an MPI launcher: {INSTALL_HINT}") from None
+    here = Path(sys.executable).parent / "mpirun"
+    mpirun = str(here) if here.exists() else shutil.which("mpirun")
+    if mpirun is None:
+        raise VolnetError(f"--workers: no mpirun found next to {sys.executable} or on PATH; {INSTALL_HINT}")
+    rest, skip = [], False
+    for v in argv:  # the same arguments without --workers N
+        if skip:
+            skip = False
+            continue
+        if v == "--workers":
+            skip = True
+            continue
+        if v.startswith("--workers="):
+            continue
+        rest.append(v)
+    cmd = [mpirun, "-np", str(n), "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    cmd += [sys.executable, "-m", "volnet", *rest]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    _note(f"training in {n} processes (data-parallel over MPI, 1 BLAS thread each): " + " ".join(cmd))
+    return subprocess.run(cmd, env=env).returncode
