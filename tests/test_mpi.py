@@ -167,3 +167,33 @@ def test_workers_without_mpi4py_is_one_line(monkeypatch, capsys, tmp_path) -> No
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "pip install 'volnet[mpi]'" in err
     assert not (tmp_path / "w").exists()
+
+
+@needs_mpi
+def test_a_hanging_rank_ends_the_job_within_the_watchdog_time(tmp_path) -> None:
+    """Rank 1 stopped (SIGSTOP: a hang, not a death): rank 0's watchdog aborts the job after
+    VOLNET_MPI_TIMEOUT seconds without a finished step, naming itself; the checkpoint stays loadable."""
+    run = tmp_path / "run"
+    os.environ["VOLNET_MPI_TIMEOUT"] = "4"
+    try:
+        proc = _mpirun(2, ["train", "--model", PLAIN, *ARGS, "--epochs", "40", "--save-every", "5",
+                           "--out", str(run)])
+    finally:
+        del os.environ["VOLNET_MPI_TIMEOUT"]
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last" / "trainer.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim = _rank_pid(proc.pid, 1)
+        assert victim is not None, "rank 1 not found"
+        os.kill(victim, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "rank 0: no training step finished in" in err
+    assert load_trained(run / "last").net.params

@@ -17,20 +17,27 @@ model as one process does, N times as wide:
 BatchNorm normalises with each rank's own shard statistics by default (as PyTorch DDP does); with
 ``sync_bn`` (``--sync-bn``) with the global batch's, through two small allreduces per BN layer forward
 and two backward (:mod:`volnet.ops.batchnorm`), which makes the run equal to one process.
-A rank that dies ends the job: ``mpirun`` stops the others and exits non-zero.
+A rank that dies ends the job: ``mpirun`` stops the others and exits non-zero. A rank that hangs leaves
+the others blocked in the allreduce: a watchdog thread on every rank aborts the job when no step has
+finished for ``VOLNET_MPI_TIMEOUT`` seconds (default 300; the first step and validation passes count
+as steps).
 Cost per step: one allreduce of all gradients, 2(N-1)/N x gradient bytes on the slowest link (ring).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
 
 from volnet.errors import VolnetError
+from volnet.train.callbacks import Callback
 
-__all__ = ["Distributed", "from_environment", "mpi_world_size"]
+__all__ = ["Distributed", "WatchdogCallback", "from_environment", "mpi_world_size", "watchdog_timeout"]
 
 INSTALL_HINT = "pip install 'volnet[mpi]' (mpi4py and Open MPI's wheels)"
 
@@ -118,9 +125,68 @@ class Distributed:
     def barrier(self) -> None:
         self.comm.Barrier()
 
+    def start_watchdog(self, timeout: float) -> None:
+        """Abort the whole job when no step finishes for ``timeout`` seconds on this rank (a rank that
+        hangs leaves the others waiting in the allreduce: their watchdogs end the job). :meth:`alive`
+        resets the clock; :meth:`stop_watchdog` ends the watch."""
+        self._timeout, self._last = float(timeout), time.monotonic()
+        if getattr(self, "_watch", None) is not None:
+            return
+        self._stop = threading.Event()
+
+        def watch() -> None:
+            while not self._stop.wait(min(1.0, self._timeout / 4)):
+                idle = time.monotonic() - self._last
+                if idle > self._timeout:
+                    print(f"volnet train: rank {self.rank}: no training step finished in {idle:.0f} s "
+                          f"(another rank hangs or died); stopping the job", file=sys.stderr, flush=True)
+                    self.comm.Abort(3)
+
+        self._watch = threading.Thread(target=watch, name="volnet-mpi-watchdog", daemon=True)
+        self._watch.start()
+
+    def alive(self) -> None:
+        """This rank finished a step (or an epoch's validation): reset the watchdog's clock."""
+        self._last = time.monotonic()
+
+    def stop_watchdog(self) -> None:
+        if getattr(self, "_watch", None) is not None:
+            self._stop.set()
+            self._watch = None
+
 
 def from_environment(sync_bn: bool = False) -> Distributed | None:
     """The job's :class:`Distributed` when this process runs under ``mpirun`` with N > 1, else None."""
     if mpi_world_size() <= 1:
         return None
     return Distributed(sync_bn=sync_bn)
+
+
+def watchdog_timeout() -> float:
+    """Seconds without a finished step before a data-parallel job stops (``VOLNET_MPI_TIMEOUT``)."""
+    try:
+        return max(1.0, float(os.environ.get("VOLNET_MPI_TIMEOUT", "300")))
+    except ValueError:
+        raise VolnetError("VOLNET_MPI_TIMEOUT must be a number of seconds") from None
+
+
+class WatchdogCallback(Callback):
+    """Trainer callback: start the rank's watchdog with the run, reset it at every step and epoch end."""
+
+    def __init__(self, dist: Distributed, timeout: float) -> None:
+        self.dist, self.timeout = dist, timeout
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.dist.start_watchdog(self.timeout)
+
+    def on_epoch_begin(self, trainer: Any) -> None:
+        self.dist.alive()
+
+    def on_step_end(self, trainer: Any, log: Any) -> None:
+        self.dist.alive()
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        self.dist.alive()
+
+    def on_train_end(self, trainer: Any, status: str) -> None:
+        self.dist.stop_watchdog()

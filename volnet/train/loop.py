@@ -58,7 +58,7 @@ from volnet.train.checkpoint import (
     write_checkpoint,
 )
 from volnet.train.config import TrainConfig
-from volnet.train.distributed import Distributed
+from volnet.train.distributed import Distributed, WatchdogCallback, watchdog_timeout
 from volnet.train.evaluate import Evaluation, evaluate, prepare
 
 AnyCallback = Callback | Callable[["Trainer", str], None]
@@ -161,7 +161,8 @@ class Trainer:
         """
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        cbs = CallbackList([*standard(self.best, self.progress), *map(as_callback, self.callbacks)])
+        extra = [WatchdogCallback(self.dist, watchdog_timeout())] if self.dist is not None else []
+        cbs = CallbackList([*standard(self.best, self.progress), *extra, *map(as_callback, self.callbacks)])
         self._stop = self._sigint = False
         with self._deferred_sigint():
             try:
