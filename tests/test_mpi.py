@@ -62,12 +62,14 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 @needs_mpi
 @pytest.mark.parametrize("net,extra", [(PLAIN, []), (WITH_BN, ["--sync-bn"])], ids=["no-bn", "sync-bn"])
 def test_two_ranks_equal_one_process(tmp_path, net: str, extra: list[str]) -> None:
+    """Same weights, BN statistics, losses and (sharded, gathered) validation and test results."""
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["train", "--model", net, *ARGS, "--out", str(one)]) == 0
-    proc = _mpirun(2, ["train", "--model", net, *ARGS, *extra, "--out", str(two)])
+    args = [a if a != "0" else "61" for a in ARGS]  # --val 61: odd shards for the sharded evaluation
+    assert main(["train", "--model", net, *args, "--out", str(one)]) == 0
+    proc = _mpirun(2, ["train", "--model", net, *args, *extra, "--out", str(two)])
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
-    assert out.count("best train acc") == 1, out  # rank 0 alone prints (and writes)
+    assert out.count("test acc") == 1, out  # rank 0 alone prints (and writes)
     assert _rel(_weights(one), _weights(two)) < 1e-5
     a, b = load_trained(one / "last").net.buffers, load_trained(two / "last").net.buffers
     for k in a:  # with --sync-bn the running statistics are the global batch's too
@@ -75,6 +77,9 @@ def test_two_ranks_equal_one_process(tmp_path, net: str, extra: list[str]) -> No
     h1, h2 = (json.loads((r / "metrics.jsonl").read_text().splitlines()[-1]) for r in (one, two))
     assert h1["step"] == h2["step"] == 32 and h1["train_acc"] == h2["train_acc"]
     assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-5)
+    assert h1["val_acc"] == h2["val_acc"] and h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-5)
+    r1, r2 = (json.loads((r / "results.json").read_text()) for r in (one, two))
+    assert r1["n"] == r2["n"] and r1["test_acc"] == r2["test_acc"]
 
 
 @needs_mpi

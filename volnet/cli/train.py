@@ -535,7 +535,18 @@ def run(args: argparse.Namespace) -> int:
         t.fit()
     except TrainingInterrupted as e:
         print(f"volnet train: {e}; resume with: volnet train --resume {out}", file=sys.stderr)
+        if dist is not None:
+            dist.abort(130)
         return 130
+    except Exception as e:  # one rank failing must not leave the others waiting in an allreduce
+        if dist is None:
+            raise
+        from volnet.cli.main import error_line
+
+        msg, user = error_line(e)
+        print(f"volnet train: rank {dist.rank}: {msg}", file=sys.stderr, flush=True)
+        dist.abort(2 if user else 1)
+        raise
     if not root:
         return 0
     res = getattr(t, "test_result", None)

@@ -160,7 +160,7 @@ def batchnorm_forward(
     t = x.dtype.type
     x2, order = _rows(x)
     M = x2.shape[1]
-    if train and M < 2:
+    if train and sync is None and M < 2:  # (synchronised: the global M, checked in _global_stats)
         raise ShapeError(
             f"batchnorm: training needs more than 1 value per channel, got input {tuple(x.shape)}; "
             f"use a larger batch or eval mode"
@@ -194,6 +194,8 @@ def _global_stats(sync: Any, mu: np.ndarray, var: np.ndarray, M: int) -> tuple[n
     D = mu.shape[0]
     tot = sync.sum(np.concatenate([M * mu, M * (var + mu * mu), [float(M)]]))
     Mg = int(round(tot[-1]))
+    if Mg < 2:
+        raise ShapeError(f"batchnorm: training needs more than 1 value per channel, got {Mg} over all ranks")
     mu_g = tot[:D] / Mg
     return mu_g, np.maximum(tot[D:2 * D] / Mg - mu_g * mu_g, 0.0), Mg
 

@@ -122,6 +122,20 @@ class Distributed:
         self.comm.Allreduce(self.MPI.IN_PLACE, v, op=self.MPI.SUM)
         return v
 
+    def gather_rows(self, a: np.ndarray) -> np.ndarray:
+        """Every rank's ``a`` (rows of one shape and dtype) stacked in rank order, on every rank
+        (``Allgatherv``: the rows of :meth:`shard` come back in the order of the whole array)."""
+        a = np.ascontiguousarray(a)
+        counts = np.array(self.comm.allgather(int(a.size)), dtype=np.int64)
+        out = np.empty((int(counts.sum()) // max(int(np.prod(a.shape[1:])), 1), *a.shape[1:]), dtype=a.dtype)
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.comm.Allgatherv(a, [out, (counts, displs)])
+        return out
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job now with exit status ``code`` (``MPI_Abort``)."""
+        self.comm.Abort(code)
+
     def barrier(self) -> None:
         self.comm.Barrier()
 
@@ -140,7 +154,7 @@ class Distributed:
                 if idle > self._timeout:
                     print(f"volnet train: rank {self.rank}: no training step finished in {idle:.0f} s "
                           f"(another rank hangs or died); stopping the job", file=sys.stderr, flush=True)
-                    self.comm.Abort(3)
+                    self.abort(3)
 
         self._watch = threading.Thread(target=watch, name="volnet-mpi-watchdog", daemon=True)
         self._watch.start()

@@ -274,8 +274,18 @@ class Trainer:
         if ds.shape != self.train_set.shape:
             raise ShapeError(f"evaluate: {ds.name} images are {ds.shape}, the net takes "
                              f"{self.train_set.shape}")
-        return evaluate(self.net, ds.x, ds.y, self.normalizer, batch_size or self.config.eval_batch_size,
-                        progress=progress, desc=desc)
+        bs = batch_size or self.config.eval_batch_size
+        if self.dist is None:
+            return evaluate(self.net, ds.x, ds.y, self.normalizer, bs, progress=progress, desc=desc)
+        d = self.dist  # each rank evaluates its shard of ds; sums and rows are gathered on every rank
+        if not d.sync_bn:  # BN running statistics of rank 0 for every rank (as PyTorch DDP broadcasts)
+            d.broadcast(self.net.buffers)
+        part = d.shard(len(ds))
+        ev = evaluate(self.net, ds.x[part], ds.y[part], self.normalizer, bs, progress=progress, desc=desc)
+        loss_sum, n = d.sum([ev.loss * ev.n, ev.n])
+        y_true, y_pred, probs = (d.gather_rows(a) for a in (ev.y_true, ev.y_pred, ev.probs))
+        return Evaluation(float(loss_sum / n), float(np.mean(y_true == y_pred)), int(n), y_true, y_pred,
+                          probs)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
