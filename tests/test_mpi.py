@@ -39,13 +39,15 @@ ARGS = ["--data", "synthetic", "--num-classes", "4", "--val", "0", "--epochs", "
         "--optim", "momentum", "--augment", "flip+crop", "--quiet"]
 
 
-def _mpirun(n: int, args: list[str], **kw) -> subprocess.Popen:
+def _mpirun(n: int, args: list[str], timeout_s: str | None = None) -> subprocess.Popen:
     launcher = str(MPIRUN) if MPIRUN.exists() else "mpirun"
     cmd = [launcher, "-np", str(n), "--oversubscribe"]
     cmd += ["--allow-run-as-root"] if os.geteuid() == 0 else []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    if timeout_s is not None:
+        env["VOLNET_MPI_TIMEOUT"] = timeout_s
     return subprocess.Popen([*cmd, sys.executable, "-m", "volnet", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _weights(run: Path) -> np.ndarray:
@@ -149,17 +151,10 @@ def test_a_killed_rank_ends_the_job_and_one_process_resumes(tmp_path) -> None:
 
 
 @needs_mpi
-def test_workers_launches_mpirun_and_says_so(tmp_path, capsys) -> None:
-    env_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(ROOT)
-    try:
-        rc = main(["train", "--model", PLAIN, *ARGS, "--epochs", "1", "--workers", "2",
-                   "--out", str(tmp_path / "w")])
-    finally:
-        if env_before is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = env_before
+def test_workers_launches_mpirun_and_says_so(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    rc = main(["train", "--model", PLAIN, *ARGS, "--epochs", "1", "--workers", "2",
+               "--out", str(tmp_path / "w")])
     assert rc == 0
     assert "training in 2 processes" in capsys.readouterr().err
     assert (tmp_path / "w" / "last" / "trainer.json").is_file()
@@ -179,12 +174,8 @@ def test_a_hanging_rank_ends_the_job_within_the_watchdog_time(tmp_path) -> None:
     """Rank 1 stopped (SIGSTOP: a hang, not a death): rank 0's watchdog aborts the job after
     VOLNET_MPI_TIMEOUT seconds without a finished step, naming itself; the checkpoint stays loadable."""
     run = tmp_path / "run"
-    os.environ["VOLNET_MPI_TIMEOUT"] = "4"
-    try:
-        proc = _mpirun(2, ["train", "--model", PLAIN, *ARGS, "--epochs", "40", "--save-every", "5",
-                           "--out", str(run)])
-    finally:
-        del os.environ["VOLNET_MPI_TIMEOUT"]
+    proc = _mpirun(2, ["train", "--model", PLAIN, *ARGS, "--epochs", "40", "--save-every", "5",
+                       "--out", str(run)], timeout_s="4")
     try:
         deadline = time.monotonic() + 120
         while not (run / "last" / "trainer.json").is_file() and time.monotonic() < deadline:
@@ -202,3 +193,33 @@ def test_a_hanging_rank_ends_the_job_within_the_watchdog_time(tmp_path) -> None:
     assert proc.returncode != 0
     assert "rank 0: no training step finished in" in err
     assert load_trained(run / "last").net.params
+
+
+@needs_mpi
+def test_workers_reports_a_dead_rank_in_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """--workers turns Open MPI's boxed report of a killed rank into one line naming it."""
+    import threading
+
+    run = tmp_path / "run"
+
+    def kill_rank_1() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (run / "last" / "trainer.json").is_file():
+                victim = _rank_pid(os.getpid(), 1)
+                if victim is not None:
+                    os.kill(victim, signal.SIGKILL)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_rank_1, daemon=True)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    killer.start()
+    rc = main(["train", "--model", PLAIN, *ARGS, "--epochs", "200", "--save-every", "5", "--workers", "2",
+               "--out", str(run)])
+    killer.join(5)
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "-----" not in err
+    lines = [ln for ln in err.splitlines() if "rank 1" in ln]
+    assert len(lines) == 1 and "exited on signal 9" in lines[0] and f"--resume {run}" in lines[0], err

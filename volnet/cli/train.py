@@ -589,4 +589,34 @@ def launch_workers(n: int, argv: list[str]) -> int:
     cmd += [sys.executable, "-m", "volnet", *rest]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     _note(f"training in {n} processes (data-parallel over MPI, 1 BLAS thread each): " + " ".join(cmd))
-    return subprocess.run(cmd, env=env).returncode
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    assert proc.stderr is not None
+    flags = dict(zip(rest, rest[1:]))
+    run = flags.get("--resume") or flags.get("--out") or "RUN_DIR"
+    boxed, box = False, []  # Open MPI's boxed reports become one line of ours
+    for line in proc.stderr:
+        if line.startswith("-" * 20):
+            if boxed and box:
+                _note(mpi_report_line(" ".join(box), run))
+            boxed, box = not boxed, []
+        elif boxed:
+            box.append(line.strip())
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return proc.wait()
+
+
+def mpi_report_line(text: str, run: str = "RUN_DIR") -> str:
+    """One line for an Open MPI report box (``prterun noticed that process rank 1 ... exited on signal 9
+    (Killed).``): which rank ended how, and what to do.
+
+    >>> mpi_report_line("prterun noticed that process rank 1 with PID 7 on node vm exited on signal 9 "
+    ...                 "(Killed).", "runs/dp")
+    'rank 1 exited on signal 9 (Killed); the job stopped: resume with volnet train --resume runs/dp'
+    """
+    m = re.search(r"process rank (\d+).*?(exited on signal \d+(?: \([^)]*\))?|exited with status \d+|"
+                  r"non-zero status)", text)
+    if m:
+        return f"rank {m.group(1)} {m.group(2)}; the job stopped: resume with volnet train --resume {run}"
+    return "MPI: " + re.sub(r"\s+", " ", text)[:300]
