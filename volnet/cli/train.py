@@ -128,6 +128,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BN layers of frozen blocks: keep their running statistics (default) or update them "
                         "in training mode (PyTorch's default for frozen parameters)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--live", action="store_true",
+                   help="serve a live page of the curves while training (http://127.0.0.1:PORT/)")
+    p.add_argument("--port", type=int, default=8000, help="--live: the port (default 8000)")
+    p.add_argument("--host", metavar="ADDRESS", default=None,
+                   help="--live: listen on ADDRESS instead of 127.0.0.1 (e.g. 0.0.0.0: other machines "
+                        "can see the page)")
 
 
 def _note(msg: str) -> None:
@@ -443,11 +449,29 @@ def _stored_args(doc: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    live = None
+    holder: dict[str, Any] = {}  # the Trainer, once built: the live server reads its run directory
+    if getattr(args, "live", False):
+        from volnet.report import LiveView, open_server
+
+        server = open_server(lambda: Path(holder["t"].out_dir), args.port, args.host or "127.0.0.1")
+        live = LiveView(server)
+    elif getattr(args, "host", None) is not None or getattr(args, "port", 8000) != 8000:
+        raise VolnetError("--port and --host go with --live")
+    try:
+        return _run(args, live, holder)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
     from volnet.errors import ConfigError
     from volnet.train import Trainer, TrainingInterrupted, read_checkpoint
     from volnet.train.callbacks import ReplaceRun
     from volnet.train.checkpoint import check_out_dir, stage_dir
 
+    extra = [live] if live is not None else []
     quiet = bool(args.quiet)
     if args.resume:
         run_dir = Path(args.resume)
@@ -471,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet, channels=a.get("channels"))
         t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
-                           progress=not quiet)
+                           progress=not quiet, callbacks=extra)
         if not quiet:
             _note(f"resuming {run_dir} at epoch {t.epoch + 1}/{t.epochs}, "
                   f"batch {t.batch}/{t.steps_per_epoch}")
@@ -496,7 +520,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.replace(augment=_augment(a["augment"], train), frozen=sorted(frozen))
         # an old run is replaced only when the new one has its first checkpoint (ReplaceRun)
         t = Trainer(net, train, val, test, config, out_dir=out, progress=not quiet, info={"args": a},
-                    callbacks=[ReplaceRun(out)] if kind == "run" else ())
+                    callbacks=([ReplaceRun(out)] if kind == "run" else []) + extra)
         if not quiet:
             nv = len(val) if val is not None else 0
             nt = len(test) if test is not None else 0
@@ -515,6 +539,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{t.augment.describe()}; run directory {out}")
     if not args.resume and kind == "run":
         t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
+    holder["t"] = t
+    if live is not None:
+        live.server.spec = t.net.spec()
     try:
         t.fit()
     except TrainingInterrupted as e:

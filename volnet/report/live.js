@@ -49,7 +49,7 @@
           el("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 3.5, fill: s.color, "class": "point"}, svg);
         });
       }
-      el("text", {x: W - R - 140, y: T + 12 + 13 * k, fill: s.color}, svg).textContent = s.name;
+      el("text", {x: W - R - 140, y: T + 12 + 13 * k, style: "fill: " + s.color}, svg).textContent = s.name;
     });
     return svg;
   }
