@@ -129,7 +129,7 @@ def _run_child(name: str, layer: Layer, x: Any, train: bool, kept: dict[str, np.
     else:
         out = layer.forward(x, train)
     if name in kept:
-        kept[name] = out
+        kept[name] = np.array(out, order="C", copy=True)  # later layers may work in place (RELU)
     return out
 
 
