@@ -119,7 +119,8 @@ def test_forward_keep_returns_named_activations() -> None:
     np.testing.assert_array_equal(out, net.forward(x, train=False))
     np.testing.assert_allclose(acts["conv1"], net.until("conv1").forward(x, train=False))
     assert acts["pool1"].shape == (3, 4, 3, 3) and list(acts) == ["conv1", "pool1"]
-    with pytest.raises(VolnetError, match="unknown layer name 'conv9'; this net's layers: conv1, relu1, pool1"):
+    with pytest.raises(VolnetError, match="unknown layer name 'conv9'; this net's layers: conv1, relu1, "
+                       "pool1"):
         net.forward(x, keep=["conv9"])
 
 
@@ -203,7 +204,8 @@ def test_show_bad_input(runs, digit_png, tmp_path, capsys) -> None:
     out = tmp_path / "x.png"
     line = _one_line_error(*_run(capsys, "show", "filters", tmp_path / "nope", "-o", out)[::2])
     assert "no model at" in line
-    line = _one_line_error(*_run(capsys, "show", "activations", a, digit_png, "--layers", "conv9", "-o", out)[::2])
+    rc, _, err = _run(capsys, "show", "activations", a, digit_png, "--layers", "conv9", "-o", out)
+    line = _one_line_error(rc, err)
     assert "unknown layer name 'conv9'" in line and "conv1, relu1, pool1, fc1" in line
     line = _one_line_error(*_run(capsys, "show", "filters", a, "--layer", "fc1", "-o", out)[::2])
     assert "no conv layer named 'fc1'; this net's conv layers: conv1" in line
