@@ -86,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
         name, w = viz.filters(net, args.layer)
         png = plots.filters_png(w, f"{name} [{w.shape[3]}x{w.shape[2]}x{w.shape[1]}] x {w.shape[0]}:")
         return _done(args, png, f"{name}: {w.shape[0]} filters")
+    if args.what == "activations" and args.layers:
+        net.check_keep(args.layers)  # before reading the image
     x = read_images([args.image], model.input_shape, args.invert, f"volnet show {args.what}")
     xn = prepare(x, model.normalizer, np.float32)
     probs = model.probabilities(x)[0]
     names = model.class_names(len(probs))
     if args.what == "activations":
-        if args.layers:
-            net.check_keep(args.layers)
         acts = viz.activations(net, xn[0], args.layers)
         return _done(args, plots.activations_png(acts), f"{len(acts)} layers")
     k = _class_index(args.cls, probs, names)
