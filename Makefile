@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,mpi]'
+	$(BIN)/pip install -q -e '.[test,mpi,viz]'
 	touch $(STAMP)
 
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz

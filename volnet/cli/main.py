@@ -21,7 +21,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "export", "import"]
+COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "show", "report", "export", "import"]
 
 EPILOG = """examples (from the notes):
   volnet summary "INPUT [32x32x3] -> CONV5-12 -> RELU -> POOL2 -> FC-10"

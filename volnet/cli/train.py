@@ -134,6 +134,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, metavar="N",
                    help="train data-parallel in N processes: launches mpirun -np N volnet train ... "
                         "(needs volnet[mpi]; the global batch --batch is split across them)")
+    p.add_argument("--live", action="store_true",
+                   help="serve a live page of the curves while training (http://127.0.0.1:PORT/)")
+    p.add_argument("--port", type=int, default=8000, help="--live: the port (default 8000)")
+    p.add_argument("--host", metavar="ADDRESS", default=None,
+                   help="--live: listen on ADDRESS instead of 127.0.0.1 (e.g. 0.0.0.0: other machines "
+                        "can see the page)")
 
 
 def _note(msg: str) -> None:
@@ -451,6 +457,27 @@ def _stored_args(doc: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    live = None
+    holder: dict[str, Any] = {}  # the Trainer, once built: the live server reads its run directory
+    from volnet.train.distributed import mpi_rank, mpi_world_size
+
+    launcher = args.workers is not None and args.workers > 1 and mpi_world_size() == 1
+    if getattr(args, "live", False) and not launcher and mpi_rank() == 0:  # served by the rank that writes
+        from volnet.report import LiveView, open_server
+
+        server = open_server(lambda: Path(holder["t"].out_dir), args.port, args.host or "127.0.0.1")
+        live = LiveView(server)
+    elif not getattr(args, "live", False) and (getattr(args, "host", None) is not None
+                                                or getattr(args, "port", 8000) != 8000):
+        raise VolnetError("--port and --host go with --live")
+    try:
+        return _run(args, live, holder)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
     from volnet.errors import ConfigError
     from volnet.train import Trainer, TrainingInterrupted, read_checkpoint
     from volnet.train.callbacks import ReplaceRun
@@ -462,6 +489,7 @@ def run(args: argparse.Namespace) -> int:
     dist = from_environment(bool(args.sync_bn))  # under mpirun: this rank; rank 0 alone writes and prints
     root = dist is None or dist.is_root
     quiet = bool(args.quiet) or not root
+    extra = [live] if live is not None else []
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "last" / "trainer.json").is_file():
@@ -484,7 +512,7 @@ def run(args: argparse.Namespace) -> int:
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet, channels=a.get("channels"))
         t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
-                           progress=not quiet, dist=dist)
+                           progress=not quiet, dist=dist, callbacks=extra)
         if not root:
             t.out_dir = None
         if not quiet:
@@ -511,8 +539,8 @@ def run(args: argparse.Namespace) -> int:
         config = config.replace(augment=_augment(a["augment"], train), frozen=sorted(frozen))
         # an old run is replaced only when the new one has its first checkpoint (ReplaceRun)
         t = Trainer(net, train, val, test, config, out_dir=out if root else None, progress=not quiet,
-                    info={"args": a}, callbacks=[ReplaceRun(out)] if kind == "run" and root else (),
-                    dist=dist)
+                    info={"args": a}, dist=dist,
+                    callbacks=([ReplaceRun(out)] if kind == "run" and root else []) + extra)
         if not quiet:
             nv = len(val) if val is not None else 0
             nt = len(test) if test is not None else 0
@@ -531,6 +559,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{t.augment.describe()}; run directory {out}")
     if not args.resume and kind == "run" and root:
         t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
+    holder["t"] = t
+    if live is not None:
+        live.server.spec = t.net.spec()
     try:
         t.fit()
     except TrainingInterrupted as e:

@@ -37,7 +37,8 @@ import numpy as np
 from volnet.errors import VolnetError
 from volnet.train.callbacks import Callback
 
-__all__ = ["Distributed", "WatchdogCallback", "from_environment", "mpi_world_size", "watchdog_timeout"]
+__all__ = ["Distributed", "WatchdogCallback", "from_environment", "mpi_rank", "mpi_world_size",
+           "watchdog_timeout"]
 
 INSTALL_HINT = "pip install 'volnet[mpi]' (mpi4py and Open MPI's wheels)"
 
@@ -49,6 +50,15 @@ def mpi_world_size() -> int:
         if v and v.isdigit():
             return int(v)
     return 1
+
+
+def mpi_rank() -> int:
+    """This process's rank according to the launcher's environment (0 outside ``mpirun``)."""
+    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+        v = os.environ.get(var)
+        if v and v.isdigit():
+            return int(v)
+    return 0
 
 
 class Distributed:
