@@ -110,6 +110,21 @@ def test_curves_png_has_steps_lr_best_epoch(runs, tmp_path) -> None:
     assert (np.abs(one - lone).sum(-1) > 30).sum() > 200
 
 
+def test_curves_title_ends_with_the_test_accuracy(tmp_path, capsys, monkeypatch) -> None:
+    pytest.importorskip("sklearn")
+    import volnet.train.callbacks as cb
+
+    titles: list[str] = []
+    real = cb.plot_curves
+    monkeypatch.setattr(cb, "plot_curves", lambda *a, **k: titles.append(k["title"]) or real(*a, **k))
+    rc, _, err = _run(capsys, "train", "--model", SPEC, "--data", "digits", "--epochs", "2", "--limit-train",
+                      "300", "--out", tmp_path / "r", "--quiet")
+    assert rc == 0, err
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert len(titles) == 3 and all("val acc" in t for t in titles[:2])  # after each epoch
+    assert titles[-1].endswith(f"test acc {100 * res['test_acc']:.2f}%"), titles[-1]  # after the test
+
+
 # ------------------------------------------------------------------------------- forward(keep=...)
 
 def test_forward_keep_returns_named_activations() -> None:

@@ -359,8 +359,18 @@ class MetricsLog(Callback):
             return
         text = "".join(json.dumps(h, allow_nan=False) + "\n" for h in trainer.history)
         atomic_write_text(out / METRICS, text)
+        self._draw(trainer, None)
+
+    def on_train_end(self, trainer: Trainer, status: str) -> None:
+        """After the final test (which runs before this callback): the title gives the test accuracy."""
+        res = getattr(trainer, "test_result", None)
+        if trainer.out_dir is not None and isinstance(res, dict) and trainer.history:
+            self._draw(trainer, res["test_acc"])
+
+    def _draw(self, trainer: Trainer, test_acc: float | None) -> None:
+        out = Path(trainer.out_dir)
         steps = self.steps.records if self.steps is not None else None
-        title = curves_title(trainer.info, trainer.history)
+        title = curves_title(trainer.info, trainer.history, test_acc)
         if not plot_curves(trainer.history, out / CURVES, steps=steps, title=title) and not self.warned:
             self.warned = True
             print("note: matplotlib is not installed; curves.png skipped (pip install 'volnet[plots]')",
@@ -442,11 +452,12 @@ class FinalTest(Callback):
 
 def standard(best: BestModel, progress: bool) -> list[Callback]:
     """The built-in callbacks in the order they run: the run marker, frozen BN statistics back, the NaN
-    guard, the best model (``best``), checkpoints, metrics, the final test, then the progress output (when
+    guard, the best model (``best``), checkpoints, the per-step log, the final test, the metrics and curves
+    (after the final test: its accuracy in the curves' title), then the progress output (when
     ``progress``)."""
     steps = StepsLog()
-    cbs: list[Callback] = [RunMarker(), FrozenBN(), NaNGuard(), best, ModelCheckpoint(), steps,
-                           MetricsLog(steps), FinalTest()]
+    cbs: list[Callback] = [RunMarker(), FrozenBN(), NaNGuard(), best, ModelCheckpoint(), steps, FinalTest(),
+                           MetricsLog(steps)]
     return cbs + ([Progress()] if progress else [])
 
 
