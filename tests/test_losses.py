@@ -83,3 +83,41 @@ def test_bad_labels(loss):
         loss(s, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ShapeError, match="2-D"):
         loss(np.zeros((3, 4, 1, 1), np.float32), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.1, 0.3])
+def test_label_smoothing_gradient_float64(eps):
+    rng = np.random.default_rng(11)
+    scores = rng.standard_normal((6, 10)) * 2
+    y = rng.integers(0, 10, size=6)
+    _, d = softmax_loss(scores, y, label_smoothing=eps)
+    grad_check(lambda: np.array(softmax_loss(scores, y, label_smoothing=eps)[0]), np.array(1.0),
+               {"scores": scores}, {"scores": d}, tol=1e-5)  # entries of p - q near 0: elementwise
+
+
+def test_label_smoothing_matches_torch():
+    torch = torch_or_skip()
+    rng = np.random.default_rng(12)
+    worst = 0.0
+    for _ in range(40):
+        N, C = int(rng.integers(1, 17)), int(rng.integers(2, 12))
+        eps = float(rng.uniform(0.01, 0.9))
+        scores = (rng.standard_normal((N, C)) * rng.uniform(0.1, 10)).astype(np.float32)
+        y = rng.integers(0, C, size=N)
+        st = torch.tensor(scores, requires_grad=True)
+        lt = torch.nn.functional.cross_entropy(st, torch.tensor(y), label_smoothing=eps)
+        lt.backward()
+        loss, d = softmax_loss(scores, y, label_smoothing=eps)
+        assert d.dtype == np.float32
+        worst = max(worst, abs(loss - lt.item()) / max(abs(lt.item()), 1e-12), max_rel(d, st.grad.numpy()))
+    assert worst < 1e-4, f"label smoothing vs torch: {worst:.2e}"
+
+
+def test_label_smoothing_zero_is_plain_and_bad_value_refused():
+    rng = np.random.default_rng(13)
+    scores, y = rng.standard_normal((4, 3)), rng.integers(0, 3, size=4)
+    a, b = softmax_loss(scores, y), softmax_loss(scores, y, label_smoothing=0.0)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ShapeError, match="label_smoothing"):
+            softmax_loss(scores, y, label_smoothing=bad)

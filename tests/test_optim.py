@@ -18,6 +18,7 @@ from volnet.optim import (
     CosineLR,
     Momentum,
     Nesterov,
+    OneCycleLR,
     RMSProp,
     StepLR,
     clip_grad_norm,
@@ -231,6 +232,29 @@ def test_warmup_matches_torch_chain():
     np.testing.assert_allclose([s(t) for t in range(12)], ref, rtol=1e-10)
     assert make_schedule("cosine", 0.1, total=10, warmup_steps=2)(0) == pytest.approx(0.01)
     assert make_schedule("constant", 0.3)(7) == 0.3
+
+
+@pytest.mark.parametrize("total,pct", [(100, 0.3), (37, 0.25), (430 * 3, 0.1)])
+def test_onecycle_matches_torch(total, pct):
+    torch = torch_or_skip()
+    ref = _torch_lrs(torch, lambda o: torch.optim.lr_scheduler.OneCycleLR(
+        o, max_lr=0.1, total_steps=total, pct_start=pct, anneal_strategy="cos"), total, 0.1)
+    s = OneCycleLR(0.1, total, pct)
+    np.testing.assert_allclose([s(t) for t in range(total)], ref, rtol=1e-9)
+    assert s(total + 5) == pytest.approx(0.1 / 25 / 1e4)
+    # make_schedule: the rise lasts warmup_steps (torch's pct_start = warmup_steps / total), else 30%
+    t = make_schedule("onecycle", 0.1, total=total, warmup_steps=int(pct * total))
+    assert t(int(pct * total) - 1) == pytest.approx(0.1) and t(0) == pytest.approx(0.004)
+    assert make_schedule("onecycle", 0.1, total=100)(29) == pytest.approx(0.1)
+
+
+def test_onecycle_tiny_runs_and_bad_values():
+    for total in (1, 2, 3):
+        lrs = [OneCycleLR(0.1, total)(t) for t in range(total)]
+        assert all(math.isfinite(v) and 0 < v <= 0.1 for v in lrs)
+    for kw in ({"total": 0}, {"total": 10, "pct_start": 0.0}, {"total": 10, "pct_start": 1.0}):
+        with pytest.raises(VolnetError, match="OneCycleLR"):
+            OneCycleLR(0.1, **kw)
 
 
 @pytest.mark.parametrize("max_norm,norm_type", [(1.0, 2.0), (100.0, 2.0), (0.5, 1.0), (0.3, math.inf)])

@@ -456,6 +456,45 @@ class CosineLR:
         return f"CosineLR(base_lr={self.base_lr}, total={self.total}, min_lr={self.min_lr})"
 
 
+class OneCycleLR:
+    """The one-cycle policy (Smith & Topin 2018), exactly ``torch.optim.lr_scheduler.OneCycleLR`` with
+    cosine annealing and two phases: from ``max_lr / div`` up to ``max_lr`` over steps [0, r], then down
+    to ``max_lr / (div * final_div)`` at step ``total - 1``, with ``r = pct_start * total - 1``; in each
+    phase ``lr = end + (start - end) * (1 + cos(pi * p)) / 2``, p the fraction of the phase done.
+
+    >>> s = OneCycleLR(0.1, total=100)
+    >>> round(s(0), 6), round(s(29), 6), round(s(99), 10)
+    (0.004, 0.1, 4e-07)
+    """
+
+    def __init__(self, max_lr: float, total: int, pct_start: float = 0.3, div: float = 25.0,
+                 final_div: float = 1e4) -> None:
+        if total < 1 or not 0 < pct_start < 1 or div <= 0 or final_div <= 0:
+            raise VolnetError(f"OneCycleLR: need total >= 1, 0 < pct_start < 1, div > 0, final_div > 0, got "
+                              f"total={total}, pct_start={pct_start}, div={div}, final_div={final_div}")
+        self.base_lr, self.total, self.pct_start = float(max_lr), int(total), float(pct_start)
+        self.div, self.final_div = float(div), float(final_div)
+
+    def __call__(self, t: int) -> float:
+        t = min(max(int(t), 0), self.total - 1)
+        start, peak = self.base_lr / self.div, self.base_lr
+        final = start / self.final_div
+        rise = max(self.pct_start * self.total - 1, 0.0)  # too short a run: no rise, or no fall
+        down = self.total - 1 - rise
+        if t <= rise and rise > 0:
+            a, b, p = start, peak, t / rise
+        elif down > 0:
+            a, b, p = peak, final, (t - rise) / down
+        else:
+            return peak
+        return b + (a - b) * (1 + math.cos(math.pi * p)) / 2
+
+    lr_at = __call__
+
+    def __repr__(self) -> str:
+        return f"OneCycleLR(max_lr={self.base_lr}, total={self.total}, pct_start={self.pct_start})"
+
+
 class ConstantLR:
     """``lr_at(t) = lr`` for every t."""
 
@@ -502,7 +541,8 @@ def make_schedule(name: str, base_lr: float, *, total: int | None = None, step_s
                   gamma: float = 0.1, min_lr: float = 0.0, warmup_steps: int = 0,
                   warmup_start: float = 0.1) -> Callable[[int], float]:
     """Build a schedule by name: ``constant``, ``step`` (needs ``step_size``), ``cosine`` (needs ``total``);
-    ``warmup_steps > 0`` wraps it in a linear warm-up."""
+    ``warmup_steps > 0`` wraps it in a linear warm-up. ``onecycle`` (needs ``total``) is
+    :class:`OneCycleLR` whose rise lasts ``warmup_steps`` (0: 30% of ``total``, torch's default)."""
     key = name.lower()
     sched: Callable[[int], float]
     if key in ("constant", "none"):
@@ -515,8 +555,12 @@ def make_schedule(name: str, base_lr: float, *, total: int | None = None, step_s
         if total is None:
             raise VolnetError("schedule 'cosine' needs total (number of epochs or steps)")
         sched = CosineLR(base_lr, total, min_lr)
+    elif key == "onecycle":
+        if total is None:
+            raise VolnetError("schedule 'onecycle' needs total (number of steps)")
+        return OneCycleLR(base_lr, total, warmup_steps / total if 0 < warmup_steps < total else 0.3)
     else:
-        raise VolnetError(f"unknown schedule {name!r}; choose constant, step or cosine")
+        raise VolnetError(f"unknown schedule {name!r}; choose constant, step, cosine or onecycle")
     return Warmup(sched, warmup_steps, warmup_start) if warmup_steps > 0 else sched
 
 
