@@ -59,7 +59,8 @@ statistics (--freeze-bn-stats update: they update as in PyTorch's train mode).
 DEFAULTS: dict[str, Any] = {
     "model": "default", "data": "fashion-mnist", "data_dir": None, "epochs": 5, "batch": 64,
     "optim": "adam", "lr": None, "schedule": "cosine", "warmup": 0.2, "step_size": None, "gamma": 0.1,
-    "min_lr": 0.0, "weight_decay": 0.0, "momentum": None, "clip": None, "val": None, "seed": 0,
+    "min_lr": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0, "momentum": None, "clip": None,
+    "val": None, "seed": 0,
     "out": None, "save_every": None, "limit_train": None, "num_classes": None, "augment": "default",
     "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep", "channels": None,
 }
@@ -67,8 +68,15 @@ DEFAULTS: dict[str, Any] = {
 RESUMABLE = {"epochs", "save_every"}
 
 
+_AUGMENT_CHOICES = ("default", "none", "flip", "crop", "flip+crop", "erase", "flip+erase", "crop+erase",
+                    "flip+crop+erase")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
+    p.add_argument("--recipe", metavar="NAME",
+                   help="start from a named recipe (volnet.train.recipes: fmnist-30min, default); every "
+                        "option given too overrides the recipe's value; 'help' lists them")
     p.add_argument("--model", metavar="SPEC_OR_ZOO_OR_DIR",
                    help=f"the net: 'default', a spec, a spec file, a zoo name or a model/run directory "
                         f"(default {d['model']})")
@@ -84,14 +92,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optim", metavar="NAME",
                    help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw (default adam)")
     p.add_argument("--lr", type=float, help="base learning rate (default: adam 1e-3, sgd/momentum 0.01)")
-    p.add_argument("--schedule", choices=["constant", "step", "cosine"],
-                   help=f"learning-rate schedule, applied per step (default {d['schedule']})")
+    p.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"],
+                   help=f"learning-rate schedule, applied per step (default {d['schedule']}); onecycle: "
+                        "torch's OneCycleLR, up from lr/25 over --warmup epochs, then down to lr/2.5e5")
     p.add_argument("--warmup", type=float, metavar="EPOCHS",
-                   help=f"linear warm-up from lr/10, in epochs (default {d['warmup']})")
+                   help=f"linear warm-up from lr/10, in epochs (default {d['warmup']}); onecycle: the rise "
+                        "(0: 30%% of the run)")
     p.add_argument("--step-size", type=float, metavar="EPOCHS", help="step schedule: epochs between decays")
     p.add_argument("--gamma", type=float, help="step schedule: decay factor (default 0.1)")
     p.add_argument("--min-lr", type=float, help="cosine schedule: final learning rate (default 0)")
     p.add_argument("--weight-decay", type=float, help="L2 penalty on all parameters (default 0)")
+    p.add_argument("--label-smoothing", type=float, metavar="EPS",
+                   help="train on the targets (1 - EPS) onehot + EPS/K (default 0)")
     p.add_argument("--momentum", type=float, help="momentum of sgd/momentum/nesterov/rmsprop")
     p.add_argument("--clip", type=float, metavar="NORM", help="clip the global gradient norm")
     p.add_argument("--val", metavar="N_OR_FRACTION",
@@ -109,9 +121,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of classes (synthetic data: how many to make; else must match the data); the "
                         "net ends in FC-K (a zoo or saved model gets a new head, --init skips a head of "
                         "another size)")
-    p.add_argument("--augment", choices=["default", "none", "flip", "crop", "flip+crop"],
+    p.add_argument("--augment", choices=list(_AUGMENT_CHOICES),
                    help="on-the-fly augmentation (default: the dataset's: Fashion-MNIST/CIFAR flip+crop, "
-                        "digits/MNIST crop)")
+                        "digits/MNIST crop); +erase adds random erasing (p 0.5, 2-33%% of the image)")
     p.add_argument("--no-download", dest="download", action="store_false", default=None,
                    help="never download missing MNIST/Fashion-MNIST/CIFAR files")
     p.add_argument("--overwrite", action="store_true",
@@ -376,6 +388,8 @@ def parse_freeze(text: str | None, net: Any) -> set[str]:
 # ------------------------------------------------------------------------------------------ run
 
 _AUGMENT = {"none": (0, False), "flip": (0, True), "crop": (None, False), "flip+crop": (None, True)}
+#: Random erasing's probability with ``+erase``.
+ERASE_P = 0.5
 
 
 def _augment(choice: str, ds: Any) -> Any:
@@ -383,14 +397,51 @@ def _augment(choice: str, ds: Any) -> Any:
 
     if choice == "default":
         return ds.augment
-    pad, flip = _AUGMENT[choice]
+    base, erase = (choice[:-len("+erase")] or "none", ERASE_P) if choice.endswith("erase") else (choice, 0.0)
+    if base == "erase":
+        base, erase = "none", ERASE_P
+    pad, flip = _AUGMENT[base]
     if pad is None:
         pad = ds.augment.pad or max(1, ds.shape[1] // 14)
-    return Augment(pad=pad, flip=flip)
+    return Augment(pad=pad, flip=flip, erase=erase)
 
 
 def _resolve(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: (getattr(args, k) if getattr(args, k, None) is not None else v) for k, v in DEFAULTS.items()}
+    """The options of a new run: those given, else the recipe's (``--recipe``), else :data:`DEFAULTS`;
+    ``a["recipe"]`` is the recipe's name (None without one). The onecycle schedule's rise defaults to
+    30% of the run (``--warmup 0``) unless a warm-up is given."""
+    from volnet.train.recipes import get_recipe
+
+    name = getattr(args, "recipe", None)
+    recipe = get_recipe(name) if name else {}
+    base = {**DEFAULTS, **recipe}
+    a = {k: (getattr(args, k) if getattr(args, k, None) is not None else base[k]) for k in DEFAULTS}
+    if str(a["schedule"]).lower() == "onecycle" and getattr(args, "warmup", None) is None \
+            and "warmup" not in recipe:
+        a["warmup"] = 0.0
+    a["recipe"] = name.strip().lower() if name else None
+    return a
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """Processes to train in: ``--workers``, else the recipe's ``workers`` (a new run's ``--recipe`` or
+    the resumed run's stored recipe), else 1."""
+    from volnet.train.recipes import RECIPES, get_recipe
+
+    if args.workers is not None:
+        return int(args.workers)
+    name = getattr(args, "recipe", None)
+    if args.resume:  # the run's own recipe (its checkpoint stores the options it was started with)
+        import json
+
+        try:
+            doc = json.loads((Path(args.resume) / "last" / "trainer.json").read_text())
+            name = doc["info"]["args"].get("recipe")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            name = None  # the resume itself reports an unreadable checkpoint
+        if name not in RECIPES:
+            return 1
+    return int(get_recipe(name).get("workers", 1)) if name else 1
 
 
 def _default_out(model: str, data: str) -> str:
@@ -403,8 +454,8 @@ def _default_out(model: str, data: str) -> str:
 #: The TrainConfig field of each option (ConfigError names the option, not the field).
 FLAGS = {"optimizer": "--optim", "lr": "--lr", "batch_size": "--batch", "epochs": "--epochs",
          "schedule": "--schedule", "warmup": "--warmup", "step_size": "--step-size", "gamma": "--gamma",
-         "min_lr": "--min-lr", "weight_decay": "--weight-decay", "clip": "--clip", "seed": "--seed",
-         "save_every": "--save-every"}
+         "min_lr": "--min-lr", "weight_decay": "--weight-decay", "label_smoothing": "--label-smoothing",
+         "clip": "--clip", "seed": "--seed", "save_every": "--save-every"}
 
 
 def train_config(a: dict[str, Any]) -> Any:
@@ -423,7 +474,8 @@ def train_config(a: dict[str, Any]) -> Any:
         return TrainConfig(
             optimizer=a["optim"], lr=a["lr"], batch_size=a["batch"], epochs=a["epochs"],
             schedule=a["schedule"], warmup=a["warmup"], step_size=a["step_size"], gamma=a["gamma"],
-            min_lr=a["min_lr"], weight_decay=a["weight_decay"], optimizer_kw=kw, clip=a["clip"],
+            min_lr=a["min_lr"], weight_decay=a["weight_decay"], label_smoothing=a["label_smoothing"],
+            optimizer_kw=kw, clip=a["clip"],
             seed=a["seed"], save_every=a["save_every"],
             update_frozen_bn=a["freeze_bn_stats"] == "update").validate()
     except ConfigError as e:
@@ -461,7 +513,12 @@ def run(args: argparse.Namespace) -> int:
     holder: dict[str, Any] = {}  # the Trainer, once built: the live server reads its run directory
     from volnet.train.distributed import mpi_rank, mpi_world_size
 
-    launcher = args.workers is not None and args.workers > 1 and mpi_world_size() == 1
+    if getattr(args, "recipe", None) is not None and args.recipe.strip().lower() == "help":
+        from volnet.train.recipes import format_recipes
+
+        print(format_recipes())
+        return 0
+    launcher = _workers(args) > 1 and mpi_world_size() == 1
     if getattr(args, "live", False) and not launcher and mpi_rank() == 0:  # served by the rank that writes
         from volnet.report import LiveView, open_server
 
@@ -484,8 +541,8 @@ def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
     from volnet.train.checkpoint import check_out_dir, stage_dir
     from volnet.train.distributed import from_environment, mpi_world_size
 
-    if args.workers is not None and args.workers > 1 and mpi_world_size() == 1:
-        return launch_workers(args.workers, args._argv)
+    if _workers(args) > 1 and mpi_world_size() == 1:
+        return launch_workers(_workers(args), args._argv)
     dist = from_environment(bool(args.sync_bn))  # under mpirun: this rank; rank 0 alone writes and prints
     root = dist is None or dist.is_root
     quiet = bool(args.quiet) or not root

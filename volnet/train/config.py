@@ -30,7 +30,7 @@ from volnet.data import Augment
 from volnet.errors import ConfigError, DataError
 from volnet.optim import OPTIMIZERS
 
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 def _is_int(v: Any) -> bool:
@@ -54,7 +54,10 @@ class TrainConfig:
     (None: the optimizer's default); weight_decay: L2 penalty. batch_size: B; epochs: passes over the
     training set. schedule: ``constant``, ``step`` (times ``gamma`` every ``step_size`` epochs) or
     ``cosine`` (to ``min_lr`` at the end), per step, after ``warmup`` epochs (may be fractional) of linear
-    warm-up from ``0.1 * lr``. clip: the global gradient norm's limit (None: no clipping). seed:
+    warm-up from ``0.1 * lr``; ``onecycle`` (torch's OneCycleLR: cosine rise from ``lr / 25`` to ``lr``
+    over ``warmup`` epochs, 0: 30% of the run, then cosine fall to ``lr / 2.5e5``). label_smoothing: eps
+    of the training loss's target ``(1 - eps) onehot + eps / K`` (validation and test losses are plain).
+    clip: the global gradient norm's limit (None: no clipping). seed:
     shuffling and augmentation (batch i of epoch e depends only on (seed, e, i)). augment: on-the-fly
     augmentation (None: the training set's default). save_every: also checkpoint every this many steps.
     eval_batch_size: images per inference forward. frozen: parameter names not trained
@@ -72,6 +75,7 @@ class TrainConfig:
     gamma: float = 0.1
     min_lr: float = 0.0
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0
     optimizer_kw: dict[str, Any] = field(default_factory=dict)
     clip: float | None = None
     seed: int = 0
@@ -103,6 +107,10 @@ class TrainConfig:
         need("gamma", _finite(self.gamma) and self.gamma > 0, "a finite number > 0")
         need("min_lr", _finite(self.min_lr) and self.min_lr >= 0, "a finite number >= 0")
         need("weight_decay", _finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0")
+        need("label_smoothing", _finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+             "a number in [0, 1)")
+        need("warmup", self.schedule.lower() != "onecycle" or self.epochs == 0 or self.warmup < self.epochs,
+             "shorter than the run for the onecycle schedule (epochs of the rise; 0: 30%)")
         need("optimizer_kw", isinstance(self.optimizer_kw, dict) and all(
             isinstance(k, str) and _json_finite(v) for k, v in self.optimizer_kw.items()),
             "a dict of finite numbers, booleans or lists of them")
@@ -157,11 +165,11 @@ class TrainConfig:
         aug = kw.get("augment")
         if aug is not None:
             if not isinstance(aug, dict):
-                raise ConfigError("augment", aug, "an object {pad, flip, flip_p}")
+                raise ConfigError("augment", aug, "an object {pad, flip, flip_p, erase}")
             try:
                 kw["augment"] = Augment(**aug)
             except (TypeError, DataError) as e:
-                raise ConfigError("augment", aug, f"an object {{pad, flip, flip_p}} ({e})") from None
+                raise ConfigError("augment", aug, f"an object {{pad, flip, flip_p, erase}} ({e})") from None
         if kw.get("frozen") is None:
             kw["frozen"] = []
         if kw.get("optimizer_kw") is None:

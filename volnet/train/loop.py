@@ -218,7 +218,7 @@ class Trainer:
                 self.dist.weight = len(yb) / n_all
             out = self.scores_net.forward(prepare(xb, self.normalizer, self.dtype), True)
             scores = out.reshape(out.shape[0], -1)
-            loss, dscores = softmax_loss(scores, yb)
+            loss, dscores = softmax_loss(scores, yb, self.config.label_smoothing)
             correct = int(np.sum(scores.argmax(axis=1) == yb))
             if self.dist is not None:  # the global batch's mean loss and accuracy, on every rank
                 total = self.dist.sum([loss * len(yb), correct])
