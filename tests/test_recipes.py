@@ -169,3 +169,38 @@ def test_fmnist_recipe_learns_on_a_subset():
     assert h[1]["train_loss"] < h[0]["train_loss"], h
     assert t.test_result["test_acc"] > 0.6, t.test_result  # chance: 0.1
     assert h[1]["val_acc"] > 0.6, h
+
+
+# ------------------------------------------------------------------------------------------ benchmarks
+
+def test_torch_replica_is_the_recipes_net_and_the_plot_reads_both_logs(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    torch = pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    mods = {}
+    for name in ("torch_recipe", "plot_recipe"):
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", root / f"{name}.py")
+        mods[name] = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mods[name]
+        spec.loader.exec_module(mods[name])
+    tnet = mods["torch_recipe"].build_net(torch, 10)
+    vnet = cli_train.build_model(get_recipe("fmnist-30min")["model"], (1, 28, 28), 10)
+    assert sum(p.numel() for p in tnet.parameters()) == vnet.num_params() == 871_530
+    # the plot: volnet's metrics.jsonl + results.json and torch's JSON lines
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = [{"epoch": e, "train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.3, "val_acc": 0.9 + e / 100,
+             "lr": 0.1, "seconds": 45.0, "images_per_s": 1200.0, "step": e} for e in (1, 2)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "results.json").write_text(json.dumps({"test_acc": 0.915}))
+    tlog = tmp_path / "t.jsonl"
+    tlog.write_text('{"epoch": 1, "minutes": 0.7, "val_acc": 0.9}\n'
+                    '{"epoch": 2, "minutes": 1.4, "val_acc": 0.92}\n{"test_acc": 0.918, "minutes": 1.4}\n')
+    assert mods["plot_recipe"].volnet_curve(run) == ([0.75, 1.5], [0.91, 0.92], 0.915)
+    assert mods["plot_recipe"].torch_curve(tlog) == ([0.7, 1.4], [0.9, 0.92], 0.918)
+    out = tmp_path / "c.png"
+    assert mods["plot_recipe"].main(["--volnet", str(run), "--torch", str(tlog), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
