@@ -34,6 +34,8 @@ HELP = "train a ConvNet on images (Fashion-MNIST, MNIST, CIFAR-10, digits, an im
 
 EXAMPLES = """examples:
   volnet train --model default --data fashion-mnist --out runs/default        # what `make train` runs
+  volnet train --recipe fmnist-30min --out runs/fmnist-30min                  # `make train-best`
+  volnet train --recipe fmnist-30min --epochs 10 --workers 1                  # a recipe, two fields changed
   volnet train --model "INPUT [28x28x1] -> [CONV3-16 -> RELU -> POOL2]*2 -> FC-10" --epochs 3 --out runs/small
   volnet train --model lenet5 --data mnist --optim momentum --lr 0.05 --schedule step --step-size 2
   volnet train --model default --data cifar10 --epochs 20 --warmup 1 --weight-decay 5e-4 --out runs/cifar
