@@ -83,6 +83,15 @@ def test_recipe_help_and_unknown_name(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_recipe_run_defaults_to_runs_slash_its_name(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(capsys, "train", "--recipe", "default", "--model", SMALL, "--data", "digits",
+                      "--epochs", "1", "--quiet")
+    assert rc == 0, err
+    assert read_checkpoint(tmp_path / "runs" / "default").doc["info"]["args"]["recipe"] == "default"
+
+
 # ------------------------------------------------------------------------------------------ options
 
 def test_new_options_validate_and_round_trip():

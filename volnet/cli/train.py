@@ -584,7 +584,8 @@ def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
         config = train_config(a)
         _check_counts(a)
         _val_size(a["val"], 1)
-        out = Path(a["out"] or _default_out(a["model"], a["data"]))
+        out = Path(a["out"] or (os.path.join("runs", a["recipe"]) if a["recipe"]
+                                else _default_out(a["model"], a["data"])))
         a["out"] = str(out)
         kind = check_out_dir(out, bool(args.overwrite))
         train, val, test, used = load_data(a["data"], a["data_dir"], val=a["val"], seed=a["seed"],
