@@ -162,22 +162,22 @@ def test_cli_run_stores_and_resumes_the_new_options(capsys, tmp_path):
 
 def test_fmnist_recipe_learns_on_a_subset():
     """The fmnist-30min recipe's settings (net, Nesterov, onecycle, label smoothing, crop + flip) for a
-    shortened schedule: 2 epochs on 2,000 training images (~15 s on 2 cores)."""
+    shortened schedule: 2 epochs on 1,500 training images (chance is 10%)."""
     try:
         train, test = load_dataset("fashion-mnist", download=False)
     except DataError:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     a = cli_train._resolve(_args("--recipe", "fmnist-30min", "--epochs", "2"))
     cfg = cli_train.train_config(a)
-    train, val, test = train.subset(np.arange(2000)), train.subset(np.arange(2000, 2500)), \
-        test.subset(np.arange(500))
+    train, val, test = train.subset(np.arange(1500)), train.subset(np.arange(1500, 1800)), \
+        test.subset(np.arange(300))
     net = cli_train.build_model(a["model"], train.shape, train.num_classes, seed=0)
     cfg = cfg.replace(augment=cli_train._augment(a["augment"], train))
     t = Trainer(net, train, val, test, cfg, progress=False)
     h = t.fit()
     assert h[1]["train_loss"] < h[0]["train_loss"], h
-    assert t.test_result["test_acc"] > 0.6, t.test_result  # chance: 0.1
-    assert h[1]["val_acc"] > 0.6, h
+    assert t.test_result["test_acc"] > 0.5, t.test_result
+    assert h[1]["val_acc"] > 0.5, h
 
 
 # ------------------------------------------------------------------------------------------ benchmarks
