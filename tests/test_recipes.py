@@ -45,13 +45,14 @@ def test_every_recipe_is_valid_options(name):
 
 def test_recipe_fields_and_flag_overrides():
     a = cli_train._resolve(_args("--recipe", "fmnist-30min"))
-    got = (a["optim"], a["batch"], a["schedule"], a["momentum"], a["weight_decay"], a["label_smoothing"])
-    assert got == ("nesterov", 128, "onecycle", 0.9, 5e-4, 0.1)
+    got = (a["optim"], a["batch"], a["schedule"], a["warmup"], a["momentum"], a["weight_decay"],
+           a["label_smoothing"])
+    assert got == ("nesterov", 128, "cosine", 2.0, 0.9, 5e-4, 0.0)
     b = cli_train._resolve(_args("--recipe", "fmnist-30min", "--epochs", "3", "--lr", "0.05", "--batch", "64",
-                                 "--model", "default", "--label-smoothing", "0"))
-    got = (b["epochs"], b["lr"], b["batch"], b["model"], b["label_smoothing"])
-    assert got == (3, 0.05, 64, "default", 0.0)
-    assert b["optim"] == "nesterov" and b["schedule"] == "onecycle"  # the rest stays the recipe's
+                                 "--model", "default", "--label-smoothing", "0.1", "--schedule", "onecycle"))
+    got = (b["epochs"], b["lr"], b["batch"], b["model"], b["label_smoothing"], b["schedule"])
+    assert got == (3, 0.05, 64, "default", 0.1, "onecycle")
+    assert b["optim"] == "nesterov" and b["warmup"] == 2.0  # the rest stays the recipe's
     # no --recipe: exactly the old defaults
     c = cli_train._resolve(_args())
     assert {k: v for k, v in c.items() if k != "recipe"} == cli_train.DEFAULTS and c["recipe"] is None
@@ -75,7 +76,7 @@ def test_workers_come_from_the_recipe_and_its_stored_name(tmp_path):
 
 def test_recipe_help_and_unknown_name(capsys, tmp_path):
     rc, out, err = _run(capsys, "train", "--recipe", "help")
-    assert rc == 0 and "fmnist-30min:" in out and "--label-smoothing 0.1" in out and "default:" in out
+    assert rc == 0 and "fmnist-30min:" in out and "--warmup 2.0" in out and "default:" in out
     rc, out, err = _run(capsys, "train", "--recipe", "fmnist-30", "--out", tmp_path / "r")
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
@@ -161,7 +162,7 @@ def test_cli_run_stores_and_resumes_the_new_options(capsys, tmp_path):
 # ------------------------------------------------------------------------------------------ it learns
 
 def test_fmnist_recipe_learns_on_a_subset():
-    """The fmnist-30min recipe's settings (net, Nesterov, onecycle, label smoothing, crop + flip) for a
+    """The fmnist-30min recipe's settings (net, Nesterov, warm-up + cosine, crop + flip) for a
     shortened schedule: 2 epochs on 1,500 training images (chance is 10%)."""
     try:
         train, test = load_dataset("fashion-mnist", download=False)
@@ -195,7 +196,7 @@ def test_torch_replica_is_the_recipes_net_and_the_plot_reads_both_logs(tmp_path)
         mods[name] = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mods[name]
         spec.loader.exec_module(mods[name])
-    tnet = mods["torch_recipe"].build_net(torch, 10)
+    tnet = mods["torch_recipe"].build_net(torch, c=1, k=10, hw=28)
     vnet = cli_train.build_model(get_recipe("fmnist-30min")["model"], (1, 28, 28), 10)
     assert sum(p.numel() for p in tnet.parameters()) == vnet.num_params() == 871_530
     # the plot: volnet's metrics.jsonl + results.json and torch's JSON lines
@@ -208,8 +209,45 @@ def test_torch_replica_is_the_recipes_net_and_the_plot_reads_both_logs(tmp_path)
     tlog = tmp_path / "t.jsonl"
     tlog.write_text('{"epoch": 1, "minutes": 0.7, "val_acc": 0.9}\n'
                     '{"epoch": 2, "minutes": 1.4, "val_acc": 0.92}\n{"test_acc": 0.918, "minutes": 1.4}\n')
-    assert mods["plot_recipe"].volnet_curve(run) == ([0.75, 1.5], [0.91, 0.92], 0.915)
-    assert mods["plot_recipe"].torch_curve(tlog) == ([0.7, 1.4], [0.9, 0.92], 0.918)
+    # volnet: the other time of the process (start-up, data, test: 30 s of 120 s) counted before epoch 1
+    assert mods["plot_recipe"].volnet_curve(run, 120.0) == ([1.25, 2.0], [91.0, 92.0], 91.5, 2.0)
+    assert mods["plot_recipe"].torch_curve(tlog) == ([0.7, 1.4], [90.0, 92.0], 91.8, 1.4)
     out = tmp_path / "c.png"
-    assert mods["plot_recipe"].main(["--volnet", str(run), "--torch", str(tlog), "--out", str(out)]) == 0
+    assert mods["plot_recipe"].main([str(run), "120", str(tlog), "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_torch_replica_defaults_are_the_recipe():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_recipe.py"
+    spec = importlib.util.spec_from_file_location("_bench_torch_recipe_defaults", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    seen = {}
+    mod_argparse = mod.argparse
+
+    class Stop(Exception):
+        pass
+
+    real = mod_argparse.ArgumentParser.parse_args
+
+    def grab(self, argv=None, namespace=None):
+        seen.update(vars(real(self, argv, namespace)))
+        raise Stop
+
+    mod_argparse.ArgumentParser.parse_args = grab
+    try:
+        with pytest.raises(Stop):
+            mod.main([])
+    finally:
+        mod_argparse.ArgumentParser.parse_args = real
+    r = get_recipe("fmnist-30min")
+    assert (seen["epochs"], seen["batch"], seen["lr"], seen["momentum"], seen["weight_decay"],
+            seen["warmup"], seen["label_smoothing"], seen["seed"]) == \
+        (r["epochs"], r["batch"], r["lr"], r["momentum"], r["weight_decay"], r["warmup"],
+         r.get("label_smoothing", 0.0), r.get("seed", 0))
+    assert (r["optim"], r["schedule"], r["augment"]) == ("nesterov", "cosine", "flip+crop")

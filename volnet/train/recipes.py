@@ -9,9 +9,11 @@ options in its checkpoints, so ``--resume`` continues it with the same settings.
 
     INPUT [28x28x1] -> [CONV3-32 -> BN -> RELU]*2 -> POOL2 -> [CONV3-64 -> BN -> RELU]*2 -> POOL2
       -> FC-256 -> BN -> RELU -> FC-10
-    SGD Nesterov (momentum 0.9), one-cycle lr 0.1 (30% rise from lr/25, cosine fall to lr/2.5e5),
-    batch 128, weight decay 5e-4, label smoothing 0.1, random crop (pad 2) + flip,
-    32 epochs on 55,000 images, 5,000 held out for validation, 2 data-parallel processes
+    SGD Nesterov (momentum 0.9), lr 0.1 after 2 epochs of linear warm-up from lr/10, cosine to 0,
+    batch 128, weight decay 5e-4, random crop (pad 2) + flip,
+    30 epochs on 55,000 images, 5,000 held out for validation, 2 data-parallel processes
+
+Measured (BENCHMARKS.md "Training"): 94.71% test accuracy (best validation 95.32% at epoch 28).
 
 >>> sorted(RECIPES)
 ['default', 'fmnist-30min']
@@ -37,15 +39,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model": "default", "data": "fashion-mnist", "epochs": 5, "augment": "flip",
     },
     "fmnist-30min": {
-        "about": "Fashion-MNIST in about 27 minutes on 2 cores: VGG-style net with BN, SGD Nesterov, "
-                 "one-cycle, label smoothing, crop + flip, 2 processes",
+        "about": "Fashion-MNIST >= 94.5% in under 30 minutes on 2 cores: VGG-style net with BN, SGD "
+                 "Nesterov, warm-up + cosine, crop + flip, 2 processes",
         "model": "INPUT [28x28x1] -> [CONV3-32 -> BN -> RELU]*2 -> POOL2 -> [CONV3-64 -> BN -> RELU]*2 "
                  "-> POOL2 -> FC-256 -> BN -> RELU -> FC-10",
         "data": "fashion-mnist", "val": 5000,
-        "epochs": 32, "batch": 128,
+        "epochs": 30, "batch": 128,
         "optim": "nesterov", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-        "schedule": "onecycle", "warmup": 0.0,
-        "label_smoothing": 0.1,
+        "schedule": "cosine", "warmup": 2.0,
         "augment": "flip+crop",
         "workers": 2,
     },
