@@ -8,10 +8,17 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,mpi,viz]'
 	touch $(STAMP)
 
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
 train: $(STAMP)
+	@# Fashion-MNIST from Debian's package where we may install it; else volnet downloads it (checksummed)
+	@test -e $(FMNIST) || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } || \
+	  echo "note: could not install dataset-fashion-mnist; volnet will try to download Fashion-MNIST"
 	$(BIN)/volnet train --model default --data fashion-mnist --epochs 5 --augment flip --out runs/default --overwrite
 
 test: $(STAMP)

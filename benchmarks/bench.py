@@ -44,6 +44,7 @@ def main() -> int:
     args = ap.parse_args()
     cases = all_cases()
     names = [n for n in cases if args.only in n]
+    load_before = os.getloadavg()[0]
     res: dict[str, dict[str, list[float]]] = {n: {"volnet": [], "torch": []} for n in names}
     first: dict[str, float] = {}
     for r in range(args.rounds):
@@ -57,7 +58,8 @@ def main() -> int:
         print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr)
     print(f"Machine: {machine(args.threads)}\n")
     print(f"Own-process timing, {args.rounds} alternated rounds, median of round medians; "
-          f"{args.threads} threads each; ratio = volnet / PyTorch.\n")
+          f"{args.threads} threads each; ratio = volnet / PyTorch. Load average (1 min) before the run "
+          f"{load_before:.2f}, after {os.getloadavg()[0]:.2f} (the run itself adds about {args.threads}).\n")
     for kind, title in (("conv", "Convolution (float32)"), ("pool", "Pooling (float32, forward + backward)"),
                         ("train", f"Training step (batch {BATCH}, float32)")):
         rows = []

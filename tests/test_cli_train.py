@@ -127,10 +127,35 @@ def test_fashion_mnist_falls_back_to_digits(tmp_path, capsys, monkeypatch) -> No
     monkeypatch.setitem(named.SYSTEM_DIRS, "fashion-mnist", tmp_path / "none")
     monkeypatch.setenv("VOLNET_CACHE", str(tmp_path / "cache"))
     rc, out, err = _run(capsys, "train", "--data", "fashion-mnist", "--epochs", "1", "--limit-train", "64",
+                        "--model", SMALL, "--out", tmp_path / "run", "--quiet", "--no-download")
+    assert rc == 0, err
+    assert "Fashion-MNIST is not installed and --no-download" in err and "digits" in err
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["n"] == 359
+
+
+def test_fashion_mnist_is_downloaded_before_falling_back(tmp_path, capsys, monkeypatch) -> None:
+    """Not installed: volnet tries the checksummed download (no network here: urlopen is replaced), and
+    only when that fails trains on digits, saying so in one line."""
+    import importlib
+    import urllib.error
+
+    dl = importlib.import_module("volnet.data.download")  # the module (the package exports a function too)
+    pytest.importorskip("sklearn")
+    asked: list[str] = []
+
+    def offline(url, *a, **k):
+        asked.append(getattr(url, "full_url", url))
+        raise urllib.error.URLError("no network in the tests")
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    monkeypatch.setitem(named.SYSTEM_DIRS, "fashion-mnist", tmp_path / "none")
+    monkeypatch.setenv("VOLNET_CACHE", str(tmp_path / "cache"))
+    rc, out, err = _run(capsys, "train", "--data", "fashion-mnist", "--epochs", "1", "--limit-train", "64",
                         "--model", SMALL, "--out", tmp_path / "run", "--quiet")
     assert rc == 0, err
-    assert "Fashion-MNIST is not installed" in err and "digits" in err
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["n"] == 359
+    assert asked and "fashion-mnist" in asked[0]
+    notes = [ln for ln in err.splitlines() if "Fashion-MNIST" in ln]
+    assert len(notes) == 1 and "downloading it failed" in notes[0] and "digits" in notes[0]
 
 
 @pytest.mark.parametrize("argv, command", [

@@ -296,3 +296,27 @@ def test_blocks_of_output_rows_give_the_same_result(monkeypatch, stride, pad, di
     np.testing.assert_allclose(out, conv_naive(x, w, b, **opts), rtol=1e-10, atol=1e-10)
     for got, want in zip(conv_backward(dout, cache), ref):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,pad,dilation,F", [(1, 1, 1, 3), (2, 1, 1, 3), (3, 2, 2, 3), (4, 0, 1, 5),
+                                                   (1, 3, 1, 7)])
+def test_compiled_im2col_and_col2im_equal_the_numpy_slices(monkeypatch, stride, pad, dilation, F) -> None:
+    """The compiled im2col/col2im (block borders included) write the NumPy slices' numbers."""
+    from volnet import kernels
+
+    if not kernels.available():
+        pytest.skip("numba is not installed: only the NumPy path exists")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 2, 13, 11))
+    w = rng.standard_normal((4, 2, F, F))
+    opts = dict(stride=stride, pad=pad, dilation=dilation, fit="floor", algo="im2col")
+    monkeypatch.setattr(C, "IM2COL_BLOCK_BYTES", 1)  # one output row per block
+    res = {}
+    for kind in ("numpy", "numba"):
+        with kernels.selected(kind):
+            out, cache = conv_forward(x, w, None, **opts)
+            res[kind] = (out, *conv_backward(np.ones_like(out) * out, cache)[:2])
+    for got, want in zip(res["numba"], res["numpy"]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res["numba"][0], conv_naive(x, w, None, **{k: v for k, v in opts.items()
+                                                                          if k != "algo"}), rtol=1e-10)

@@ -144,3 +144,22 @@ def test_softmax_stable_and_matches_torch():
         st = torch.tensor(s, requires_grad=True)
         torch.softmax(st, dim=1).backward(torch.tensor(dout))
         assert max_rel(softmax_backward(dout, cache), st.grad.numpy()) < 1e-9
+
+
+def test_fc_reads_a_batch_last_volume_without_changing_results() -> None:
+    """CONV/POOL outputs lie batch-last in memory; FC reads them as x_flat^T and returns dx batch-last,
+    with the same numbers as for a C-ordered input."""
+    from volnet.ops.layout import BATCH_LAST, batch_last, memory_order
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 3, 4, 5))
+    w, b = rng.standard_normal((7, 60)), rng.standard_normal(7)
+    xb = batch_last(x.copy()).transpose(3, 0, 1, 2)
+    assert memory_order(xb) == BATCH_LAST and not xb.flags.c_contiguous
+    out, cache = fc_forward(x, w, b)
+    outb, cacheb = fc_forward(xb, w, b)
+    np.testing.assert_allclose(outb, out, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(fc_backward(dout, cacheb), fc_backward(dout, cache)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert memory_order(fc_backward(dout, cacheb)[0]) == BATCH_LAST

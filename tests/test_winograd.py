@@ -255,3 +255,26 @@ def test_numpy_path_is_forced_by_the_environment():
     env.pop("VOLNET_KERNELS")
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert got.stdout.strip() == "numba"
+
+
+def test_filter_transforms_in_column_blocks_equal_one_block(monkeypatch) -> None:
+    """The kron(G, G) GEMMs of the filter transforms and of dw run over blocks of K*C columns (bounded
+    float64 temporaries); blocks of 5 columns give the numbers of one block (to float32's last bit: BLAS
+    may order a 9-term sum differently for another width)."""
+    from volnet.ops import winograd as Wm
+
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
+    dU = rng.standard_normal((36, 7 * 3))
+    kron_t = np.kron(Wm.G4, Wm.G4).T
+
+    def all_three():
+        return Wm.filter_transform4(w), Wm.filter_transform(w), Wm._kron_gemm(kron_t, dU, np.float64)
+
+    whole = all_three()
+    monkeypatch.setattr(Wm, "KRON_COLUMNS", 5)
+    blocks = all_three()
+    for a, b in zip(whole, blocks):
+        np.testing.assert_allclose(a, b, rtol=2e-7, atol=1e-7)
+    U = np.einsum("ai,bj,kcij->abkc", Wm.G4, Wm.G4, w.astype(np.float64)).reshape(36, 7, 3)
+    np.testing.assert_allclose(blocks[0], U, rtol=1e-6, atol=1e-6)

@@ -6,6 +6,7 @@
 21298
 """
 
+from volnet import viz  # (filters, activations, occlusion, saliency)
 from volnet.convert import convert_fc_to_conv
 from volnet.errors import DataError, ModelFileError, ShapeError, SpecError, VolnetError
 from volnet.io import load, save
@@ -25,6 +26,7 @@ from volnet.layers import (
 )
 from volnet.net import Add, Concat, Graph, Sequential
 from volnet.ops.sizes import output_size
+from volnet.report import write_report
 from volnet.spec import build
 from volnet.summary import Summary, summary
 from volnet.train import (
@@ -44,5 +46,5 @@ __all__ = [
     "Graph", "Layer", "Local", "ModelFileError", "Pool", "ReLU", "Sequential", "ShapeError", "Softmax",
     "SpecError", "Summary", "VolnetError", "__version__", "build", "convert_fc_to_conv", "load",
     "output_size", "save", "summary", "DEFAULT_MODEL", "Callback", "TrainConfig", "Trainer", "TrainingError",
-    "default_model", "load_trained",
+    "default_model", "load_trained", "viz", "write_report",
 ]

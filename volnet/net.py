@@ -17,7 +17,7 @@ layer. ``net.grads`` is collected afresh from the layers on every access (after 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -120,6 +120,19 @@ def _shape_list(input_shape: Any, what: str) -> list[Shape]:
 # --------------------------------------------------------------------------- helpers
 
 
+def _run_child(name: str, layer: Layer, x: Any, train: bool, kept: dict[str, np.ndarray],
+               sub: dict[str, list[str]]) -> Any:
+    """Forward one child; record its output (or its kept inner outputs) in ``kept``."""
+    if name in sub:
+        out, inner = layer.forward(x, train, keep=sub[name])  # type: ignore[call-arg]
+        kept.update({f"{name}.{k}": v for k, v in inner.items()})
+    else:
+        out = layer.forward(x, train)
+    if name in kept:
+        kept[name] = np.array(out, order="C", copy=True)  # later layers may work in place (RELU)
+    return out
+
+
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not name or "." in name or name == "input" or name.strip() != name:
         raise VolnetError(
@@ -206,6 +219,31 @@ class Container(Layer):
     def layers(self) -> list[Layer]:
         """The direct children, in execution order."""
         return [layer for _, layer in self.children()]
+
+    def layer_names(self) -> list[str]:
+        """Every name :meth:`forward`'s ``keep`` accepts: the children and, dotted, what is inside nested
+        containers."""
+        return [n for n, _ in self.named_layers(leaves_only=False)]
+
+    def check_keep(self, keep: Sequence[str]) -> list[str]:
+        """``keep`` as a list, or a VolnetError naming the unknown names and listing the valid ones."""
+        names = self.layer_names()
+        bad = [k for k in keep if k not in names]
+        if bad:
+            raise VolnetError(f"unknown layer name{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; "
+                              f"this net's layers: {', '.join(names)}")
+        return list(keep)
+
+    def _keep_plan(self, keep: Sequence[str] | None) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        kept: dict[str, Any] = {}
+        sub: dict[str, list[str]] = {}
+        for k in self.check_keep(keep) if keep is not None else []:
+            head, _, rest = k.partition(".")
+            if rest:
+                sub.setdefault(head, []).append(rest)
+            else:
+                kept[k] = None
+        return kept, sub
 
     def named_layers(self, prefix: str = "", leaves_only: bool = True) -> Iterator[tuple[str, Layer]]:
         """(dotted name, layer) depth-first; containers themselves too when ``leaves_only=False``."""
@@ -571,13 +609,17 @@ class Sequential(Container):
                 layer.auto_inplace = fresh
             fresh = layer.fresh_output
 
-    def forward(self, x: Any, train: bool | None = None) -> np.ndarray:
-        """Run every layer in order; ``train=None`` uses the mode set by ``train()``/``eval()``."""
+    def forward(self, x: Any, train: bool | None = None, keep: Sequence[str] | None = None) -> Any:
+        """Run every layer in order; ``train=None`` uses the mode set by ``train()``/``eval()``.
+
+        ``keep``: layer names (dotted inside nested containers) whose outputs to return as well: the
+        result is then ``(out, {name: activation})`` (see :meth:`Container.check_keep`)."""
         train = self._mode(train)
         self._prepare(x)
-        for _, layer in self._items:
-            x = layer.forward(x, train)
-        return x
+        kept, sub = self._keep_plan(keep)
+        for name, layer in self._items:
+            x = _run_child(name, layer, x, train, kept, sub)
+        return x if keep is None else (x, kept)
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Backpropagate through the layers in reverse; fills every layer's grads; returns dx.
@@ -775,20 +817,22 @@ class Graph(Container):
                 last[i] = name
         return last
 
-    def forward(self, x: Any, train: bool | None = None) -> np.ndarray:
-        """Evaluate the nodes in insertion order; values are dropped after their last consumer."""
+    def forward(self, x: Any, train: bool | None = None, keep: Sequence[str] | None = None) -> Any:
+        """Evaluate the nodes in insertion order; values are dropped after their last consumer.
+        ``keep``: as :meth:`Sequential.forward` (returns ``(out, {name: activation})``)."""
         train = self._mode(train)
         self._prepare(x)
+        kept, sub = self._keep_plan(keep)
         out_name = self.output
         last = self._last_use()
         vals: dict[str, Any] = {"input": x}
         for name, (layer, inputs) in self._nodes.items():
             xin = [vals[i] for i in inputs] if layer.multi_input else vals[inputs[0]]
-            vals[name] = layer.forward(xin, train)
+            vals[name] = _run_child(name, layer, xin, train, kept, sub)
             for i in set(inputs):
                 if last.get(i) == name and i != out_name:
                     del vals[i]
-        return vals[out_name]
+        return vals[out_name] if keep is None else (vals[out_name], kept)
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Reverse insertion order; gradients reaching a node from several consumers are summed.

@@ -21,7 +21,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "export", "import"]
+COMMANDS = ["summary", "zoo", "train", "evaluate", "predict", "show", "report", "export", "import"]
 
 EPILOG = """examples (from the notes):
   volnet summary "INPUT [32x32x3] -> CONV5-12 -> RELU -> POOL2 -> FC-10"
@@ -92,6 +92,7 @@ _OS_HINTS = {
     errno.ELOOP: "the path has a symbolic link loop",
     errno.EMFILE: "too many open files; close some programs",
     errno.EIO: "input/output error: the disk or the file may be damaged",
+    errno.EFBIG: "the file is larger than this system allows (ulimit -f); free space or raise the limit",
 }
 
 
@@ -134,7 +135,7 @@ RANGES: dict[str, tuple[float, str]] = {
     "epochs": (0, ">="), "batch": (1, ">="), "lr": (0, ">"), "warmup": (0, ">="), "step_size": (0, ">"),
     "gamma": (0, ">"), "min_lr": (0, ">="), "weight_decay": (0, ">="), "momentum": (0, ">="),
     "clip": (0, ">"), "seed": (0, ">="), "save_every": (1, ">="), "limit_train": (1, ">="),
-    "num_classes": (2, ">="), "top": (1, ">="), "limit": (0, ">="), "opset": (1, ">="),
+    "num_classes": (2, ">="), "top": (1, ">="), "limit": (0, ">="), "opset": (1, ">="), "workers": (1, ">="),
 }
 #: String options holding a number (``--val 0.1`` or ``--val 5000``).
 NUMERIC_TEXT = ("val",)
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch themselves
     bad = check_numbers(args)
     if bad:
         print(f"volnet {args.command}: error: {bad}; see volnet {args.command} --help", file=sys.stderr)

@@ -36,8 +36,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def run(args: argparse.Namespace) -> int:
+def read_images(paths: list[str], shape: tuple[int, ...], invert: bool, prog: str) -> np.ndarray:
+    """Image files as a float32 batch (N, C, H, W) in [0, 1] for a model taking ``shape`` (C, H, W): grey
+    ``L`` for 1 channel, ``RGB`` for 3, resized to W x H (bilinear, with a note on stderr), ``1 - x`` when
+    ``invert``; a light background on a grey image gets a note suggesting ``--invert``."""
     from volnet.data import read_image
+
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise DataError(f"the model takes inputs of shape {shape}; {prog.split()[-1]} needs a model of 1- or "
+                        "3-channel images")
+    c, h, w = shape
+    mode = "L" if c == 1 else "RGB"
+    images = []
+    for p in paths:
+        raw = read_image(p, mode=mode)
+        bands = _bands(p)
+        if bands is not None and bands != c and not (bands == 4 and c == 3):
+            print(f"{prog}: note: {p}: {bands}-channel image converted to {mode} ({c} channel"
+                  f"{'s' if c > 1 else ''}, the model's input)", file=sys.stderr)
+        if raw.shape[1:] != (h, w):
+            print(f"{prog}: note: {p}: resized {raw.shape[2]}x{raw.shape[1]} -> {w}x{h} (the "
+                  f"model's input)", file=sys.stderr)
+            images.append(read_image(p, size=(h, w), mode=mode))
+        else:
+            images.append(raw)
+        edge = np.concatenate([raw[:, 0], raw[:, -1], raw[:, :, 0], raw[:, :, -1]], axis=None)
+        if c == 1 and not invert and float(edge.mean()) > 0.5:
+            print(f"{prog}: note: {p} has a light background; models trained on Fashion-MNIST/MNIST "
+                  f"expect a light object on black: try --invert", file=sys.stderr)
+    x = np.stack(images).astype(np.float32)
+    return np.float32(1.0) - x if invert else x
+
+
+def _bands(path: str) -> int | None:
+    """How many channels an image file has (None when Pillow cannot tell; read_image already read it)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return len(im.getbands())
+    except Exception:
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
     from volnet.train import load_trained
 
     if args.top < 1:
@@ -50,24 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"volnet predict: warning: {model.path} stores no input normaliser (mean/std): the images "
               f"go in as [0, 1] pixels; if the net was trained on normalised inputs the answers are wrong "
               f"(export the run directory, whose ONNX file carries it)", file=sys.stderr)
-    c, h, w = shape
-    mode = "L" if c == 1 else "RGB"
-    images = []
-    for p in args.images:
-        raw = read_image(p, mode=mode)
-        if raw.shape[1:] != (h, w):
-            print(f"volnet predict: note: {p}: resized {raw.shape[2]}x{raw.shape[1]} -> {w}x{h} (the "
-                  f"model's input)", file=sys.stderr)
-            images.append(read_image(p, size=(h, w), mode=mode))
-        else:
-            images.append(raw)
-        edge = np.concatenate([raw[:, 0], raw[:, -1], raw[:, :, 0], raw[:, :, -1]], axis=None)
-        if c == 1 and not args.invert and float(edge.mean()) > 0.5:
-            print(f"volnet predict: note: {p} has a light background; models trained on Fashion-MNIST/MNIST "
-                  f"expect a light object on black: try --invert", file=sys.stderr)
-    x = np.stack(images)
-    if args.invert:
-        x = np.float32(1.0) - x
+    x = read_images(args.images, shape, args.invert, "volnet predict")
     probs = model.probabilities(x.astype(np.float32))
     names = model.class_names(probs.shape[1])
     k = min(args.top, probs.shape[1])

@@ -113,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on-the-fly augmentation (default: the dataset's: Fashion-MNIST/CIFAR flip+crop, "
                         "digits/MNIST crop)")
     p.add_argument("--no-download", dest="download", action="store_false", default=None,
-                   help="never download missing MNIST/CIFAR files")
+                   help="never download missing MNIST/Fashion-MNIST/CIFAR files")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out: only the files it owns (listed in its volnet-run.json), "
                         "and only once the new run has its first checkpoint; a folder that is not a volnet "
@@ -128,6 +128,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="BN layers of frozen blocks: keep their running statistics (default) or update them "
                         "in training mode (PyTorch's default for frozen parameters)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="data-parallel runs: BatchNorm statistics over the global batch (equal to one "
+                        "process) instead of each process's shard")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="train data-parallel in N processes: launches mpirun -np N volnet train ... "
+                        "(needs volnet[mpi]; the global batch --batch is split across them)")
+    p.add_argument("--live", action="store_true",
+                   help="serve a live page of the curves while training (http://127.0.0.1:PORT/)")
+    p.add_argument("--port", type=int, default=8000, help="--live: the port (default 8000)")
+    p.add_argument("--host", metavar="ADDRESS", default=None,
+                   help="--live: listen on ADDRESS instead of 127.0.0.1 (e.g. 0.0.0.0: other machines "
+                        "can see the page)")
 
 
 def _note(msg: str) -> None:
@@ -160,7 +172,8 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
 
     ``channels`` (1 or 3) reads a ``folder:PATH`` dataset's images as grayscale or RGB.
 
-    Fashion-MNIST without its files (and no ``data_dir``) falls back to digits with a note on stderr.
+    Fashion-MNIST: Debian's package or the cache, else a download (checksummed, unless ``download`` is
+    False); when both fail (and no ``data_dir``) digits, with a one-line note on stderr.
     Unreadable files become a one-line DataError.
     """
     from volnet.data import load_dataset, split_validation
@@ -175,13 +188,14 @@ def load_data(name: str, data_dir: str | None = None, *, val: Any = None, seed: 
         options["mode"] = "L" if channels == 1 else "RGB"
     try:
         try:
-            train, test = load_dataset(name, data_dir, download=download and key != "fashion-mnist",
-                                       **options)
+            train, test = load_dataset(name, data_dir, download=download, **options)
         except DataError as e:
             if key != "fashion-mnist" or data_dir is not None:
                 raise
-            _note(f"Fashion-MNIST is not installed ({str(e).split(';')[0]}); training on scikit-learn's "
-                  "8x8 digits instead (apt-get install dataset-fashion-mnist for the real thing)")
+            how = "downloading it failed" if download else "--no-download"
+            _note(f"Fashion-MNIST is not installed and {how} ({str(e).split(';')[0]}); training on "
+                  "scikit-learn's 8x8 digits instead (apt-get install dataset-fashion-mnist for the real "
+                  "thing)")
             name = "digits"
             train, test = load_dataset("digits")
     except VolnetError:
@@ -443,12 +457,39 @@ def _stored_args(doc: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    live = None
+    holder: dict[str, Any] = {}  # the Trainer, once built: the live server reads its run directory
+    from volnet.train.distributed import mpi_rank, mpi_world_size
+
+    launcher = args.workers is not None and args.workers > 1 and mpi_world_size() == 1
+    if getattr(args, "live", False) and not launcher and mpi_rank() == 0:  # served by the rank that writes
+        from volnet.report import LiveView, open_server
+
+        server = open_server(lambda: Path(holder["t"].out_dir), args.port, args.host or "127.0.0.1")
+        live = LiveView(server)
+    elif not getattr(args, "live", False) and (getattr(args, "host", None) is not None
+                                                or getattr(args, "port", 8000) != 8000):
+        raise VolnetError("--port and --host go with --live")
+    try:
+        return _run(args, live, holder)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
     from volnet.errors import ConfigError
     from volnet.train import Trainer, TrainingInterrupted, read_checkpoint
     from volnet.train.callbacks import ReplaceRun
     from volnet.train.checkpoint import check_out_dir, stage_dir
+    from volnet.train.distributed import from_environment, mpi_world_size
 
-    quiet = bool(args.quiet)
+    if args.workers is not None and args.workers > 1 and mpi_world_size() == 1:
+        return launch_workers(args.workers, args._argv)
+    dist = from_environment(bool(args.sync_bn))  # under mpirun: this rank; rank 0 alone writes and prints
+    root = dist is None or dist.is_root
+    quiet = bool(args.quiet) or not root
+    extra = [live] if live is not None else []
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "last" / "trainer.json").is_file():
@@ -471,7 +512,9 @@ def run(args: argparse.Namespace) -> int:
                                            limit_train=a["limit_train"], num_classes=a["num_classes"],
                                            download=a["download"], quiet=quiet, channels=a.get("channels"))
         t = Trainer.resume(ck, train, val, test, epochs=args.epochs, save_every=args.save_every,
-                           progress=not quiet)
+                           progress=not quiet, dist=dist, callbacks=extra)
+        if not root:
+            t.out_dir = None
         if not quiet:
             _note(f"resuming {run_dir} at epoch {t.epoch + 1}/{t.epochs}, "
                   f"batch {t.batch}/{t.steps_per_epoch}")
@@ -495,8 +538,9 @@ def run(args: argparse.Namespace) -> int:
         frozen = parse_freeze(a["freeze"], net)
         config = config.replace(augment=_augment(a["augment"], train), frozen=sorted(frozen))
         # an old run is replaced only when the new one has its first checkpoint (ReplaceRun)
-        t = Trainer(net, train, val, test, config, out_dir=out, progress=not quiet, info={"args": a},
-                    callbacks=[ReplaceRun(out)] if kind == "run" else ())
+        t = Trainer(net, train, val, test, config, out_dir=out if root else None, progress=not quiet,
+                    info={"args": a}, dist=dist,
+                    callbacks=([ReplaceRun(out)] if kind == "run" and root else []) + extra)
         if not quiet:
             nv = len(val) if val is not None else 0
             nt = len(test) if test is not None else 0
@@ -513,13 +557,29 @@ def run(args: argparse.Namespace) -> int:
                   f"{train.num_classes} classes; {net.num_params():,} parameters; {t.optimizer_name} lr "
                   f"{t.lr:g}, {a['schedule']} schedule, batch {t.batch_size}, {t.epochs} epochs, augment: "
                   f"{t.augment.describe()}; run directory {out}")
-    if not args.resume and kind == "run":
+    if not args.resume and kind == "run" and root:
         t.out_dir = stage_dir(out)  # the new run trains here until its first checkpoint
+    holder["t"] = t
+    if live is not None:
+        live.server.spec = t.net.spec()
     try:
         t.fit()
     except TrainingInterrupted as e:
         print(f"volnet train: {e}; resume with: volnet train --resume {out}", file=sys.stderr)
+        if dist is not None:
+            dist.abort(130)
         return 130
+    except Exception as e:  # one rank failing must not leave the others waiting in an allreduce
+        if dist is None:
+            raise
+        from volnet.cli.main import error_line
+
+        msg, user = error_line(e)
+        print(f"volnet train: rank {dist.rank}: {msg}", file=sys.stderr, flush=True)
+        dist.abort(2 if user else 1)
+        raise
+    if not root:
+        return 0
     res = getattr(t, "test_result", None)
     best = f"best val acc {100 * t.best_acc:.2f}% (epoch {t.best_epoch})" if t.best_acc is not None \
         and val is not None else f"best train acc {100 * (t.best_acc or 0):.2f}%"
@@ -527,3 +587,67 @@ def run(args: argparse.Namespace) -> int:
     secs = sum(h["seconds"] for h in t.history)
     print(f"{best}{test_txt}; {secs / 60:.1f} min; run in {out} (metrics.jsonl, curves.png, best/, last/)")
     return 0
+
+
+def launch_workers(n: int, argv: list[str]) -> int:
+    """``volnet train --workers N ...``: run the same command in N MPI processes (``mpirun -np N``, one
+    BLAS thread each), say so, and return mpirun's exit status."""
+    import shutil
+    import subprocess
+
+    from volnet.train.distributed import INSTALL_HINT
+
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise VolnetError(f"--workers needs mpi4py and an MPI launcher: {INSTALL_HINT}") from None
+    here = Path(sys.executable).parent / "mpirun"
+    mpirun = str(here) if here.exists() else shutil.which("mpirun")
+    if mpirun is None:
+        raise VolnetError(f"--workers: no mpirun found next to {sys.executable} or on PATH; {INSTALL_HINT}")
+    rest, skip = [], False
+    for v in argv:  # the same arguments without --workers N
+        if skip:
+            skip = False
+            continue
+        if v == "--workers":
+            skip = True
+            continue
+        if v.startswith("--workers="):
+            continue
+        rest.append(v)
+    cmd = [mpirun, "-np", str(n), "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    cmd += [sys.executable, "-m", "volnet", *rest]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    _note(f"training in {n} processes (data-parallel over MPI, 1 BLAS thread each): " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    assert proc.stderr is not None
+    flags = dict(zip(rest, rest[1:]))
+    run = flags.get("--resume") or flags.get("--out") or "RUN_DIR"
+    boxed, box = False, []  # Open MPI's boxed reports become one line of ours
+    for line in proc.stderr:
+        if line.startswith("-" * 20):
+            if boxed and box:
+                _note(mpi_report_line(" ".join(box), run))
+            boxed, box = not boxed, []
+        elif boxed:
+            box.append(line.strip())
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return proc.wait()
+
+
+def mpi_report_line(text: str, run: str = "RUN_DIR") -> str:
+    """One line for an Open MPI report box (``prterun noticed that process rank 1 ... exited on signal 9
+    (Killed).``): which rank ended how, and what to do.
+
+    >>> mpi_report_line("prterun noticed that process rank 1 with PID 7 on node vm exited on signal 9 "
+    ...                 "(Killed).", "runs/dp")
+    'rank 1 exited on signal 9 (Killed); the job stopped: resume with volnet train --resume runs/dp'
+    """
+    m = re.search(r"process rank (\d+).*?(exited on signal \d+(?: \([^)]*\))?|exited with status \d+|"
+                  r"non-zero status)", text)
+    if m:
+        return f"rank {m.group(1)} {m.group(2)}; the job stopped: resume with volnet train --resume {run}"
+    return "MPI: " + re.sub(r"\s+", " ", text)[:300]

@@ -82,6 +82,9 @@ class BatchNorm(ParamLayer):
         if not float(eps) > 0.0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
+        #: synchronised statistics over the ranks of a data-parallel job (set by the trainer for
+        #: ``--sync-bn``; see :mod:`volnet.ops.batchnorm`); None: this process's batch alone
+        self.sync: Any = None
 
     def _depth(self, input_shape: Shape) -> int:
         if len(input_shape) not in (1, 3):
@@ -122,7 +125,7 @@ class BatchNorm(ParamLayer):
         self.prepare(x)
         out, cache = batchnorm_forward(
             x, self.params["w"], self.params["b"], self.buffers["running_mean"], self.buffers["running_var"],
-            train=train, momentum=self.momentum, eps=self.eps,
+            train=train, momentum=self.momentum, eps=self.eps, sync=self.sync,
         )
         self.cache = cache if train else None
         return out

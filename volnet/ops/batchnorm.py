@@ -17,9 +17,19 @@ row computes the statistics (float64 sums), one writes ``out = x * s + (beta - m
 ``s = gamma / sqrt(var + eps)``, and the cache keeps x itself (already alive as the previous layer's
 output) instead of a normalised copy; backward is one pass for the two sums and one for dx. The NumPy path
 keeps ``xhat`` and uses NumPy row operations (about six passes each way).
+
+Synchronised BN (data-parallel training, :mod:`volnet.train.distributed`): with ``sync`` (an object with
+``sum(vector) -> vector`` over the ranks and ``weight`` = n_rank / B, this rank's share of the global
+batch) the statistics are those of the global batch: per channel the ranks sum S1 = sum x,
+S2 = sum x^2 and M, so mu = S1/M, var = S2/M - mu^2 (in float64); backward sums w_r * dbeta_r and
+w_r * dgamma_r the same way and gives dx_r = s * (dout_r - (dbeta/M + xhat * dgamma/M) / w_r), the
+gradient of the global mean loss divided by w_r (the trainer's gradient sum weighs every rank by w_r).
+dgamma and dbeta stay this rank's own sums, which that weighted sum adds up.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -126,13 +136,15 @@ def batchnorm_forward(
     train: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    sync: Any = None,
 ) -> tuple[np.ndarray, tuple]:
     """out = gamma * (x - mu) / sqrt(var + eps) + beta per channel (see module docstring).
 
     x: (N, D, H, W) or (N, D); gamma, beta, running_mean, running_var: (D,). In train mode mu/var are the
     batch statistics and running_mean/running_var are updated in place; in eval mode the running stats
     are used and nothing is updated. Computed on the (D, M) channel rows of x (contiguous reductions);
-    a 4-D output is returned in channel-major memory, like CONV's.
+    a 4-D output is returned in channel-major memory, like CONV's. ``sync``: statistics over all ranks
+    of a data-parallel job (module docstring).
 
     See: ``torch.nn.functional.batch_norm(x, running_mean, running_var, gamma, beta, training=train,
     momentum=momentum, eps=eps)``.
@@ -148,17 +160,23 @@ def batchnorm_forward(
     t = x.dtype.type
     x2, order = _rows(x)
     M = x2.shape[1]
-    if train and M < 2:
+    if train and sync is None and M < 2:  # (synchronised: the global M, checked in _global_stats)
         raise ShapeError(
             f"batchnorm: training needs more than 1 value per channel, got input {tuple(x.shape)}; "
             f"use a larger batch or eval mode"
         )
+    sync = sync if train else None
     if _compiled() and np.issubdtype(x.dtype, np.floating):
-        return _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, train, momentum, eps)
+        return _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, train, momentum, eps,
+                                 sync)
     if train:
         mu = x2.mean(axis=1)
         xhat = x2 - mu[:, None]
         var = _row_dot(xhat, xhat) / t(M)
+        if sync is not None:
+            mu64, var64, M = _global_stats(sync, mu.astype(np.float64), var.astype(np.float64), M)
+            mu, var = mu64.astype(x.dtype), var64.astype(x.dtype)
+            xhat = x2 - mu[:, None]
         _update_running(running_mean, running_var, mu, var, momentum, M)
     else:
         mu = running_mean.astype(x.dtype, copy=False)
@@ -168,7 +186,25 @@ def batchnorm_forward(
     xhat *= inv_std[:, None]
     out = xhat * gamma.astype(x.dtype, copy=False)[:, None]
     out += beta.astype(x.dtype, copy=False)[:, None]
-    return _unrows(out, x.shape, order), ("numpy", xhat, inv_std, gamma, train, x.shape, order)
+    return _unrows(out, x.shape, order), ("numpy", xhat, inv_std, gamma, train, sync, M, x.shape, order)
+
+
+def _global_stats(sync: Any, mu: np.ndarray, var: np.ndarray, M: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """This rank's (mu, var) over M values per channel -> the global batch's, and the global M."""
+    D = mu.shape[0]
+    tot = sync.sum(np.concatenate([M * mu, M * (var + mu * mu), [float(M)]]))
+    Mg = int(round(tot[-1]))
+    if Mg < 2:
+        raise ShapeError(f"batchnorm: training needs more than 1 value per channel, got {Mg} over all ranks")
+    mu_g = tot[:D] / Mg
+    return mu_g, np.maximum(tot[D:2 * D] / Mg - mu_g * mu_g, 0.0), Mg
+
+
+def _global_sums(sync: Any, dbeta: np.ndarray, dgamma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """sum over ranks of w_r * (dbeta_r, dgamma_r), and this rank's w_r."""
+    w = float(sync.weight)
+    tot = sync.sum(np.concatenate([w * dbeta, w * dgamma]))
+    return tot[:dbeta.shape[0]], tot[dbeta.shape[0]:], w
 
 
 def _update_running(running_mean, running_var, mu, var, momentum: float, M: int) -> None:
@@ -180,13 +216,15 @@ def _update_running(running_mean, running_var, mu, var, momentum: float, M: int)
     running_var += (mv * var * (M / (M - 1))).astype(running_var.dtype, copy=False)
 
 
-def _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, train, momentum, eps):
+def _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, train, momentum, eps, sync):
     """The numba path of :func:`batchnorm_forward`: statistics in float64, one affine pass."""
     M = x2.shape[1]
     D = x2.shape[0]
     if train:
         mu64, var64 = np.empty(D), np.empty(D)
         _K["stats"](x2, mu64, var64)
+        if sync is not None:
+            mu64, var64, M = _global_stats(sync, mu64, var64, M)
         _update_running(running_mean, running_var, mu64, var64, momentum, M)
     else:
         mu64, var64 = running_mean.astype(np.float64), running_var.astype(np.float64)
@@ -196,15 +234,16 @@ def _forward_compiled(x, x2, order, gamma, beta, running_mean, running_var, trai
     shift = (beta.astype(np.float64) - mu64 * scale64).astype(x.dtype)
     out2 = np.empty_like(x2)
     _K["affine"](x2, scale, shift, out2)
-    cache = ("compiled", x2, mu64.astype(x.dtype), inv64.astype(x.dtype), gamma, train, x.shape, order)
+    cache = ("compiled", x2, mu64.astype(x.dtype), inv64.astype(x.dtype), gamma, train, sync, M, x.shape,
+             order)
     return _unrows(out2, x.shape, order), cache
 
 
 def _backward_compiled(dout, cache):
-    _, x2, mu, inv_std, gamma, train, shape, order = cache
+    _, x2, mu, inv_std, gamma, train, sync, M, shape, order = cache
     d2, _ = _rows(dout, order)
     d2 = d2.astype(x2.dtype, copy=False)
-    D, M = x2.shape
+    D = x2.shape[0]
     dbeta64, dxmu64 = np.empty(D), np.empty(D)
     _K["sums"](d2, x2, mu, dbeta64, dxmu64)
     inv64 = inv_std.astype(np.float64)
@@ -212,7 +251,8 @@ def _backward_compiled(dout, cache):
     s64 = gamma.astype(np.float64) * inv64
     dt = dout.dtype
     if train:
-        c1, c2 = s64 * dbeta64 / M, s64 * inv64 * dgamma64 / M
+        sb, sg, w = (dbeta64, dgamma64, 1.0) if sync is None else _global_sums(sync, dbeta64, dgamma64)
+        c1, c2 = s64 * sb / (M * w), s64 * inv64 * sg / (M * w)
     else:
         c1, c2 = np.zeros(D), np.zeros(D)
     dx2 = np.empty_like(d2)
@@ -233,17 +273,17 @@ def batchnorm_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.n
         raise ShapeError(f"batchnorm backward: dout has shape {tuple(dout.shape)}, expected {tuple(shape)}")
     if cache[0] == "compiled":
         return _backward_compiled(dout, cache)
-    _, xhat, inv_std, gamma, train, shape, order = cache
+    _, xhat, inv_std, gamma, train, sync, M, shape, order = cache
     d2, _ = _rows(dout, order)
     dbeta = d2.sum(axis=1)
     dgamma = _row_dot(d2, xhat)
     s = (gamma.astype(dout.dtype, copy=False) * inv_std)[:, None]
     if not train:
         return _unrows(d2 * s, shape, order), dgamma, dbeta
-    t = dout.dtype.type
-    M = xhat.shape[1]
-    dx = xhat * (dgamma / t(M))[:, None]
+    sb, sg, w = (dbeta, dgamma, 1.0) if sync is None else _global_sums(sync, dbeta.astype(np.float64),
+                                                                        dgamma.astype(np.float64))
+    dx = xhat * (sg / (M * w)).astype(dout.dtype)[:, None]
     np.subtract(d2, dx, out=dx)
-    dx -= (dbeta / t(M))[:, None]
+    dx -= (sb / (M * w)).astype(dout.dtype)[:, None]
     dx *= s
     return _unrows(dx, shape, order), dgamma, dbeta

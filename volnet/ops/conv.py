@@ -163,13 +163,49 @@ def pad_batch_last(x: np.ndarray, g: Geometry) -> np.ndarray:
     return xp
 
 
+def _k_im2col(xbl, Fh, Fw, Sh, Sw, Dh, Dw, ho0, out6):  # pragma: no cover - compiled
+    C, _, _, rows, Wo, N = out6.shape
+    for c in range(C):
+        for i in range(Fh):
+            for j in range(Fw):
+                for r in range(rows):
+                    h = (ho0 + r) * Sh + i * Dh
+                    for wo in range(Wo):
+                        w = wo * Sw + j * Dw
+                        for n in range(N):
+                            out6[c, i, j, r, wo, n] = xbl[c, h, w, n]
+
+
+def _k_col2im_add(cols6, Fh, Fw, Sh, Sw, Dh, Dw, ho0, dxp):  # pragma: no cover - compiled
+    C, _, _, rows, Wo, N = cols6.shape
+    for c in range(C):
+        for i in range(Fh):
+            for j in range(Fw):
+                for r in range(rows):
+                    h = (ho0 + r) * Sh + i * Dh
+                    for wo in range(Wo):
+                        w = wo * Sw + j * Dw
+                        for n in range(N):
+                            dxp[c, h, w, n] += cols6[c, i, j, r, wo, n]
+
+
+_IM2COL = kernels.jit(_k_im2col)
+_COL2IM = kernels.jit(_k_col2im_add)
+
+
 def im2col_into(xbl: np.ndarray, g: Geometry, out6: np.ndarray, ho0: int = 0, ho1: int | None = None) -> None:
     """Fill out6 (C, Fh, Fw, ho1 - ho0, Wo, N) (any strides) from the padded batch-last (C, Hp, Wp, N)
     input, for output rows ho0..ho1 (all rows by default).
 
-    One strided slice copy per kernel offset (i, j): Fh*Fw copies in all, each over N contiguous images.
+    NumPy: one strided slice copy per kernel offset (i, j), Fh*Fw copies in all, each over N contiguous
+    images. With numba, one compiled pass writes the same numbers (measured faster for every N: 9.0 vs
+    9.8 ms for the notes' CONV7-32 on N64 32x32x3, 21 vs 30 ms for AlexNet's first layer at N8, where runs
+    of N floats are too short for NumPy's copy loops).
     """
     ho1 = g.Ho if ho1 is None else ho1
+    if _IM2COL is not None and kernels.using("numba") and xbl.dtype == out6.dtype:
+        _IM2COL(xbl, g.Fh, g.Fw, g.Sh, g.Sw, g.Dh, g.Dw, ho0, out6[:, :, :, :ho1 - ho0])
+        return
     hspan = (ho1 - ho0 - 1) * g.Sh + 1
     wspan = (g.Wo - 1) * g.Sw + 1
     for i in range(g.Fh):
@@ -181,9 +217,13 @@ def im2col_into(xbl: np.ndarray, g: Geometry, out6: np.ndarray, ho0: int = 0, ho
 
 def col2im_add(cols6: np.ndarray, g: Geometry, dxp: np.ndarray, ho0: int = 0, ho1: int | None = None) -> None:
     """Adjoint of :func:`im2col_into`: add cols6 (C, Fh, Fw, ho1 - ho0, Wo, N) into the padded
-    batch-last dxp (C, Hp, Wp, N). Overlapping contributions are summed: one strided slice add per offset.
+    batch-last dxp (C, Hp, Wp, N). Overlapping contributions are summed: one strided slice add per offset
+    (compiled, in the same order, as :func:`im2col_into`).
     """
     ho1 = g.Ho if ho1 is None else ho1
+    if _COL2IM is not None and kernels.using("numba") and cols6.dtype == dxp.dtype:
+        _COL2IM(cols6[:, :, :, :ho1 - ho0], g.Fh, g.Fw, g.Sh, g.Sw, g.Dh, g.Dw, ho0, dxp)
+        return
     hspan = (ho1 - ho0 - 1) * g.Sh + 1
     wspan = (g.Wo - 1) * g.Sw + 1
     for i in range(g.Fh):
@@ -520,6 +560,8 @@ def conv_forward(
             f"conv: algo='winograd' needs a 3x3 filter, stride 1, dilation 1 and padding <= 2, got "
             f"F={g.Fh}x{g.Fw}, S={g.Sh}x{g.Sw}, dilation={g.Dh}x{g.Dw}, pad=({g.pt}, {g.pb}, {g.pl}, {g.pr})"
         )
+    if algo == "winograd4":  # its kernels read x as (C, H, W, N): make it lie so (a view when it does)
+        x = batch_last(x).transpose(3, 0, 1, 2)
     out, extra = _ALGOS[algo][0](x, w, b, g)
     b_dtype = None if b is None else b.dtype
     return out, ConvCache(algo, g, x, w, b is not None, w_dtype, b_dtype, extra)
@@ -547,6 +589,8 @@ def conv_backward(
     if dout.shape != want:
         raise ShapeError(f"conv backward: dout must have shape {want} (N, K, Ho, Wo), got {dout.shape}")
     dout = dout.astype(cache.w.dtype, copy=False)
+    if cache.algo == "winograd4":
+        dout = batch_last(dout).transpose(3, 0, 1, 2)
     dx, dw, db = _ALGOS[cache.algo][1](dout, cache, need_dx)
     dw = dw.astype(cache.w_dtype, copy=False)
     if db is not None and cache.b_dtype is not None and np.issubdtype(cache.b_dtype, np.floating):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from volnet.errors import ShapeError
+from volnet.ops.layout import BATCH_LAST, memory_order
 
 
 def fc_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -28,7 +29,9 @@ def fc_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray,
     if w.ndim != 2:
         raise ShapeError(f"fc: weights must be 2-D (out, in), got shape {tuple(w.shape)}")
     N = x.shape[0]
-    xf = x.reshape(N, -1)
+    batch_last = x.ndim == 4 and N > 1 and memory_order(x) == BATCH_LAST
+    # a batch-last volume (what CONV/POOL return) is read as x_flat^T (in, N) without a copy
+    xf = x.transpose(1, 2, 3, 0).reshape(-1, N).T if batch_last else x.reshape(N, -1)
     if xf.shape[1] != w.shape[1]:
         raise ShapeError(
             f"fc: input {tuple(x.shape)} flattens to {xf.shape[1]} features per sample but w has shape "
@@ -38,7 +41,7 @@ def fc_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray,
         raise ShapeError(
             f"fc: bias must have shape ({w.shape[0]},) to match w {tuple(w.shape)}, got {tuple(b.shape)}"
         )
-    out = xf @ w.T
+    out = np.ascontiguousarray((w @ xf.T).T) if batch_last else xf @ w.T
     out += b
     return out, (x.shape, xf, w)
 
@@ -52,7 +55,11 @@ def fc_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray,
     if dout.shape != (xf.shape[0], w.shape[0]):
         expected = (xf.shape[0], w.shape[0])
         raise ShapeError(f"fc backward: dout has shape {tuple(dout.shape)}, expected {expected}")
-    dx = (dout @ w).reshape(x_shape)
+    if len(x_shape) == 4 and xf.flags.f_contiguous and not xf.flags.c_contiguous:  # batch-last x
+        N, C, H, W = x_shape
+        dx = (w.T @ dout.T).reshape(C, H, W, N).transpose(3, 0, 1, 2)  # batch-last dx, no copy
+    else:
+        dx = (dout @ w).reshape(x_shape)
     dw = dout.T @ xf
     db = dout.sum(axis=0)
     return dx, dw, db

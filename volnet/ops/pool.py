@@ -178,6 +178,8 @@ def pool_forward(
     g = _geometry(x, size, stride, mode, pad, fit)
     N, C, Ho, Wo, Fh, Fw = g["N"], g["C"], g["Ho"], g["Wo"], g["Fh"], g["Fw"]
     if mode == "max":
+        if _MAXPOOL_BWD is not None and kernels.using("numba") and memory_order(x) != BATCH_LAST:
+            x = batch_last(x).transpose(3, 0, 1, 2)  # one fast copy; then the compiled backward applies
         xp = _pad(x, g["pads"], -np.inf)
         out = _window(xp, g, 0, 0).copy(order="K")  # keeps x's memory layout
         for k in range(1, Fh * Fw):
@@ -217,7 +219,9 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     x_shape = g["x_shape"]
     (pth, pbh), (ptw, pbw) = g["pads"][2], g["pads"][3]
     like = cache[2] if kind in ("max", "l2") else dout  # the padded input's layout where it is cached
-    if memory_order(like) != memory_order(dout):  # one small copy, then no mixed-layout passes
+    if memory_order(like) == BATCH_LAST and memory_order(dout) != BATCH_LAST:
+        dout = batch_last(dout).transpose(3, 0, 1, 2)  # one compiled transposing copy
+    elif memory_order(like) != memory_order(dout):  # one small copy, then no mixed-layout passes
         d = _full(dout.shape, like, 0, dout.dtype)
         d[...] = dout
         dout = d

@@ -45,14 +45,16 @@ from volnet.train.checkpoint import (
     CURVES,
     METRICS,
     RESULTS,
+    STEPS,
     clean_stale,
+    read_steps,
     read_trainer_json,
     replace_run,
     run_kind,
     write_json,
     write_marker,
 )
-from volnet.train.plots import plot_curves
+from volnet.train.plots import curves_title, plot_curves
 
 if TYPE_CHECKING:
     from volnet.train.loop import Trainer
@@ -300,11 +302,54 @@ class ModelCheckpoint(Callback):
             trainer.save_checkpoint("last")
 
 
-class MetricsLog(Callback):
-    """Rewrites ``metrics.jsonl`` (one line per epoch) and ``curves.png`` after every epoch."""
+class StepsLog(Callback):
+    """Records the training loss per step in ``steps.jsonl``: one line every ``every`` steps (default:
+    about 100 lines per epoch) with the mean mini-batch loss and accuracy of those steps, the learning
+    rate, the epoch as a fraction (``epoch + batch / steps_per_epoch``) and the seconds so far. The file is
+    rewritten atomically at every line (a live reader never sees half a line); a resumed run keeps the
+    lines up to its step. ``records`` is what the curves, the report and the live view plot."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: int | None = None) -> None:
+        self.every = every
+        self.records: list[dict[str, Any]] = []
+        self._loss = self._correct = self._images = self._seconds = 0.0
+        self._n = 0
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if trainer.out_dir is not None:
+            self.records = [r for r in read_steps(Path(trainer.out_dir) / STEPS)
+                            if isinstance(r.get("step"), int) and r["step"] <= trainer.step]
+        self._seconds = float(self.records[-1].get("seconds", 0.0)) if self.records else 0.0
+
+    def on_step_end(self, trainer: Trainer, log: StepLog) -> None:
+        every = self.every or max(1, trainer.steps_per_epoch // 100)
+        self._loss += log.loss
+        self._correct += log.correct
+        self._images += log.images
+        self._seconds += log.seconds
+        self._n += 1
+        if log.step % every and log.batch < trainer.steps_per_epoch:
+            return
+        frac = log.epoch + log.batch / trainer.steps_per_epoch
+        self.records.append({"step": log.step, "epoch": round(frac, 4), "loss": _finite(self._loss / self._n),
+                             "acc": self._correct / max(1.0, self._images), "lr": log.lr,
+                             "seconds": round(self._seconds, 3)})
+        self._loss = self._correct = self._images = 0.0
+        self._n = 0
+        if trainer.out_dir is not None:
+            from volnet.atomic import atomic_write_text
+
+            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
+            atomic_write_text(Path(trainer.out_dir) / STEPS, text)
+
+
+class MetricsLog(Callback):
+    """Rewrites ``metrics.jsonl`` (one line per epoch) and ``curves.png`` (with the per-step loss of
+    ``steps`` behind the epoch points) after every epoch."""
+
+    def __init__(self, steps: StepsLog | None = None) -> None:
         self.warned = False
+        self.steps = steps
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         from volnet.atomic import atomic_write_text
@@ -314,7 +359,19 @@ class MetricsLog(Callback):
             return
         text = "".join(json.dumps(h, allow_nan=False) + "\n" for h in trainer.history)
         atomic_write_text(out / METRICS, text)
-        if not plot_curves(trainer.history, out / CURVES) and not self.warned:
+        self._draw(trainer, None)
+
+    def on_train_end(self, trainer: Trainer, status: str) -> None:
+        """After the final test (which runs before this callback): the title gives the test accuracy."""
+        res = getattr(trainer, "test_result", None)
+        if trainer.out_dir is not None and isinstance(res, dict) and trainer.history:
+            self._draw(trainer, res["test_acc"])
+
+    def _draw(self, trainer: Trainer, test_acc: float | None) -> None:
+        out = Path(trainer.out_dir)
+        steps = self.steps.records if self.steps is not None else None
+        title = curves_title(trainer.info, trainer.history, test_acc)
+        if not plot_curves(trainer.history, out / CURVES, steps=steps, title=title) and not self.warned:
             self.warned = True
             print("note: matplotlib is not installed; curves.png skipped (pip install 'volnet[plots]')",
                   file=sys.stderr)
@@ -395,8 +452,14 @@ class FinalTest(Callback):
 
 def standard(best: BestModel, progress: bool) -> list[Callback]:
     """The built-in callbacks in the order they run: the run marker, frozen BN statistics back, the NaN
-    guard, the best model (``best``), checkpoints, metrics, the final test, then the progress output (when
+    guard, the best model (``best``), checkpoints, the per-step log, the final test, the metrics and curves
+    (after the final test: its accuracy in the curves' title), then the progress output (when
     ``progress``)."""
-    cbs: list[Callback] = [RunMarker(), FrozenBN(), NaNGuard(), best, ModelCheckpoint(), MetricsLog(),
-                           FinalTest()]
+    steps = StepsLog()
+    cbs: list[Callback] = [RunMarker(), FrozenBN(), NaNGuard(), best, ModelCheckpoint(), steps, FinalTest(),
+                           MetricsLog(steps)]
     return cbs + ([Progress()] if progress else [])
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None

@@ -43,10 +43,12 @@ METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 RESULTS = "results.json"
 CONFUSION = "confusion.png"
+STEPS = "steps.jsonl"
+REPORT = "report.html"
 RUN_MARKER = "volnet-run.json"
 RUN_FORMAT = "volnet-run"
 #: What a run owns in its directory (the marker lists these; nothing else is ever replaced or deleted).
-RUN_FILES = ("last", "best", METRICS, CURVES, RESULTS, CONFUSION)
+RUN_FILES = ("last", "best", METRICS, CURVES, RESULTS, CONFUSION, STEPS, REPORT)
 
 
 def fingerprint(ds: Dataset | None) -> dict[str, Any] | None:
@@ -413,6 +415,25 @@ def load_trained(path: str | os.PathLike[str]) -> TrainedModel:
     classes = [str(c) for c in names] if names else None
     run_dir = mdir.parent if (mdir.parent / METRICS).is_file() or info else None
     return TrainedModel(net, norm, classes, mdir, run_dir, info)
+
+
+def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-step records of a run's ``steps.jsonl`` (``[]`` when there is none); a torn last line
+    (a live reader racing nothing: the file is written atomically) is skipped."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / STEPS
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ from volnet.train.checkpoint import (
     write_checkpoint,
 )
 from volnet.train.config import TrainConfig
+from volnet.train.distributed import Distributed, WatchdogCallback, watchdog_timeout
 from volnet.train.evaluate import Evaluation, evaluate, prepare
 
 AnyCallback = Callback | Callable[["Trainer", str], None]
@@ -87,7 +88,7 @@ class Trainer:
                  config: TrainConfig | None = None, *, normalizer: Normalizer | None = None,
                  out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
                  callbacks: Iterable[AnyCallback] = (), info: dict[str, Any] | None = None,
-                 **settings: Any) -> None:
+                 dist: Distributed | None = None, **settings: Any) -> None:
         frozen = settings.get("frozen")
         if isinstance(frozen, str):
             raise VolnetError(f"Trainer: frozen must be a set of parameter names, got the string {frozen!r}; "
@@ -106,6 +107,14 @@ class Trainer:
         self.net, self.train_set, self.val_set, self.test_set = net, train, val, test
         self.classes = list(train.classes)
         self._build_net()
+        #: data-parallel training over MPI (:mod:`volnet.train.distributed`): None for one process
+        self.dist = dist
+        if dist is not None:  # every rank starts from rank 0's weights
+            dist.broadcast({**net.params, **net.buffers})
+            if dist.sync_bn:  # BN statistics of the global batch (--sync-bn)
+                for _, layer in (net.named_layers() if hasattr(net, "named_layers") else [("", net)]):
+                    if hasattr(layer, "sync"):
+                        layer.sync = dist
         self._check_frozen(cfg.frozen)
         #: the parameters the optimizer updates (all of ``net.params`` but ``config.frozen``)
         self.trainable: dict[str, np.ndarray] = {k: v for k, v in net.params.items() if k not in cfg.frozen}
@@ -152,7 +161,8 @@ class Trainer:
         """
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        cbs = CallbackList([*standard(self.best, self.progress), *map(as_callback, self.callbacks)])
+        extra = [WatchdogCallback(self.dist, watchdog_timeout())] if self.dist is not None else []
+        cbs = CallbackList([*standard(self.best, self.progress), *extra, *map(as_callback, self.callbacks)])
         self._stop = self._sigint = False
         with self._deferred_sigint():
             try:
@@ -201,12 +211,23 @@ class Trainer:
             lr = float(self.schedule(self.step))
             self.optimizer.lr = lr
             self.net.train()
+            n_all = len(yb)
+            if self.dist is not None:  # this rank's shard of the global batch
+                part = self.dist.shard(n_all)
+                xb, yb = xb[part], yb[part]
+                self.dist.weight = len(yb) / n_all
             out = self.scores_net.forward(prepare(xb, self.normalizer, self.dtype), True)
             scores = out.reshape(out.shape[0], -1)
             loss, dscores = softmax_loss(scores, yb)
+            correct = int(np.sum(scores.argmax(axis=1) == yb))
+            if self.dist is not None:  # the global batch's mean loss and accuracy, on every rank
+                total = self.dist.sum([loss * len(yb), correct])
+                loss, correct = float(total[0] / n_all), int(round(total[1]))
             if math.isfinite(loss):
                 self.scores_net.backward(dscores.reshape(out.shape), need_dx=False)
                 grads = {k: g for k, g in self.net.grads.items() if k in self.trainable}
+                if self.dist is not None:  # d(global mean)/dw = sum over ranks of n_rank/B d(shard mean)/dw
+                    self.dist.allreduce_grads(grads, len(yb) / n_all)
                 if self.config.clip is not None:
                     clip_grad_norm(grads, self.config.clip)
                 self.optimizer.step(grads)
@@ -216,7 +237,7 @@ class Trainer:
         except KeyboardInterrupt:
             self._restore(snap)
             raise
-        return self._count_step(len(yb), loss, int(np.sum(scores.argmax(axis=1) == yb)), lr, t0)
+        return self._count_step(n_all, loss, correct, lr, t0)
 
     def end_epoch(self) -> dict[str, Any]:
         """Close the epoch in progress: the validation pass and its ``metrics.jsonl`` record."""
@@ -254,8 +275,18 @@ class Trainer:
         if ds.shape != self.train_set.shape:
             raise ShapeError(f"evaluate: {ds.name} images are {ds.shape}, the net takes "
                              f"{self.train_set.shape}")
-        return evaluate(self.net, ds.x, ds.y, self.normalizer, batch_size or self.config.eval_batch_size,
-                        progress=progress, desc=desc)
+        bs = batch_size or self.config.eval_batch_size
+        if self.dist is None:
+            return evaluate(self.net, ds.x, ds.y, self.normalizer, bs, progress=progress, desc=desc)
+        d = self.dist  # each rank evaluates its shard of ds; sums and rows are gathered on every rank
+        if not d.sync_bn:  # BN running statistics of rank 0 for every rank (as PyTorch DDP broadcasts)
+            d.broadcast(self.net.buffers)
+        part = d.shard(len(ds))
+        ev = evaluate(self.net, ds.x[part], ds.y[part], self.normalizer, bs, progress=progress, desc=desc)
+        loss_sum, n = d.sum([ev.loss * ev.n, ev.n])
+        y_true, y_pred, probs = (d.gather_rows(a) for a in (ev.y_true, ev.y_pred, ev.probs))
+        return Evaluation(float(loss_sum / n), float(np.mean(y_true == y_pred)), int(n), y_true, y_pred,
+                          probs)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -289,7 +320,8 @@ class Trainer:
                test: Dataset | None = None, *, epochs: int | None = None,
                out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
                callbacks: Iterable[AnyCallback] = (), info: dict[str, Any] | None = None,
-               save_every: int | None = None, eval_batch_size: int | None = None) -> Trainer:
+               save_every: int | None = None, eval_batch_size: int | None = None,
+               dist: Distributed | None = None) -> Trainer:
         """A trainer continuing the checkpoint ``run/last`` (or the checkpoint directory ``run``, or a
         :class:`~volnet.train.checkpoint.Checkpoint` already read with ``read_checkpoint``).
 
@@ -310,7 +342,7 @@ class Trainer:
         t = cls(ck.net, train, val, test, ck.config.replace(**changes),
                 normalizer=Normalizer.from_dict(doc["normalizer"]),
                 out_dir=out_dir if out_dir is not None else ck.path.parent, progress=progress,
-                callbacks=callbacks, info=doc.get("info", {}) if info is None else info)
+                callbacks=callbacks, info=doc.get("info", {}) if info is None else info, dist=dist)
         pos = doc["position"]
         if pos["steps_per_epoch"] != t.steps_per_epoch or pos["batch"] >= t.steps_per_epoch or \
                 pos["step"] != pos["epoch"] * t.steps_per_epoch + pos["batch"]:
