@@ -75,3 +75,73 @@ def test_summary_json_has_the_ledger_peaks():
     assert m["train_peak_bytes"] > m["inference_peak_bytes"] > 0
     assert m["max_batch_train"] < m["max_batch_inference"]
     assert "training step peak" in str(s)
+
+
+# ------------------------------------------------------------------ volnet train --batch auto --memory
+SMALL = "INPUT [8x8x1] -> CONV3-8 -> BN -> RELU -> POOL2 -> FC-32 -> DROPOUT0.2 -> RELU -> FC-10"
+
+
+def _train(capsys, *argv):
+    from volnet.cli.main import main
+
+    rc = main(["train", "--model", SMALL, "--data", "digits", "--limit-train", "300", "--quiet",
+               *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _budget_for(batch, opt="adam"):
+    return ledger(build(SMALL), (1, 8, 8), batch, optimizer=opt)["train_peak_bytes"]
+
+
+def test_train_batch_auto_uses_the_largest_batch_that_fits_and_resume_keeps_it(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("sklearn")
+    budget = _budget_for(40) + 100  # 41 images need more than this
+    assert _budget_for(41) > budget
+    out = tmp_path / "auto"
+    rc, _, err = _train(capsys, "--batch", "auto", "--memory", budget, "--epochs", "1", "--out", out)
+    assert rc == 0, err
+    doc = json.loads((out / "last" / "trainer.json").read_text())
+    assert doc["info"]["args"]["batch"] == 40
+    assert doc["config"]["batch_size"] == 40
+    rc, _, err = _train(capsys, "--resume", out, "--epochs", "2")
+    assert rc == 0, err
+    doc = json.loads((out / "last" / "trainer.json").read_text())
+    assert doc["config"]["batch_size"] == 40 and doc["position"]["epoch"] == 2
+
+
+def test_train_refuses_a_batch_over_the_memory_budget_before_the_run_starts(tmp_path, capsys, monkeypatch):
+    import volnet.train.loop as loop
+
+    pytest.importorskip("sklearn")
+
+    def no_trainer(*a, **k):
+        raise AssertionError("the trainer must not be built")
+
+    monkeypatch.setattr(loop.Trainer, "__init__", no_trainer)
+    budget = _budget_for(40) + 100
+    out = tmp_path / "big"
+    rc, _, err = _train(capsys, "--batch", 256, "--memory", budget, "--out", out)
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    from volnet.summary import format_bytes
+
+    assert format_bytes(_budget_for(256)) in lines[0] and format_bytes(budget) in lines[0]
+    assert "--batch 40 fits" in lines[0]
+    assert not out.exists()
+    rc, _, err = _train(capsys, "--batch", "auto", "--out", out)  # auto needs a budget
+    assert rc == 2 and "--memory" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _train(capsys, "--batch", 8, "--memory", "lots", "--out", out)
+    assert rc == 2 and "cannot read the memory size" in err
+    assert not out.exists()
+
+
+def test_memory_sizes_are_read_by_the_summary_parser():
+    from volnet.summary import parse_memory
+
+    assert parse_memory("2GB") == 2 * 2**30
+    assert parse_memory("512MB") == 512 * 2**20
+    assert parse_memory("1.5GiB") == 3 * 2**29

@@ -150,12 +150,13 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
 
 
 def max_batch(net: Any, input_shape: tuple, budget: int, dtype: Any = "float32",
-              optimizer: str | None = "sgd", train: bool = True, limit: int = 1 << 20) -> int:
+              optimizer: str | None = "sgd", train: bool = True, limit: int = 1 << 20,
+              input_dtype: Any = None) -> int:
     """The largest batch whose predicted peak fits ``budget`` bytes (0: not even one image)."""
     key = "train_peak_bytes" if train else "inference_peak_bytes"
 
     def fits(n: int) -> bool:
-        return ledger(net, input_shape, n, dtype, optimizer)[key] <= budget
+        return ledger(net, input_shape, n, dtype, optimizer, input_dtype)[key] <= budget
 
     if not fits(1):
         return 0
