@@ -87,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", metavar="SIZE",
                    help="memory budget of a training step (2GB, 512MB, 1.5GiB): a --batch whose "
                         "predicted peak (volnet.memory ledger: weights, gradients, optimizer state, batch, "
-                        "activations, scratch) exceeds it is refused before training; the dataset itself is not counted")
+                        "activations, scratch) exceeds it is refused before training; the dataset itself "
+                        "is not counted")
     p.add_argument("--optim", metavar="NAME",
                    help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw (default adam)")
     p.add_argument("--lr", type=float, help="base learning rate (default: adam 1e-3, sgd/momentum 0.01)")
