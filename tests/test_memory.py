@@ -8,8 +8,8 @@ from volnet.net import Sequential
 from volnet.spec import build
 from volnet.zoo import _residual_block
 
-TOL = 0.20  # training step; the target is 0.10 (not reached yet)
-TOL_INFERENCE = 0.60  # predict: the ledger's inference model is rough (target 0.10)
+TOL = 0.10  # training step (the target; measured worst: LOCAL/LRN/L2POOL net, sgd, batch 4, +8.5%)
+TOL_INFERENCE = 0.10  # predict (measured worst: the same net at batch 4, +9.5%)
 
 
 def resnet_like():
@@ -49,7 +49,7 @@ def test_train_peak_predicted(name, batch, opt):
 
 
 @pytest.mark.parametrize("name", list(NETS))
-@pytest.mark.parametrize("batch", [4, 32])
+@pytest.mark.parametrize("batch", [4, 16, 32])
 def test_inference_peak_predicted(name, batch):
     spec = NETS[name]
     net = _net(spec)

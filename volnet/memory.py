@@ -3,16 +3,23 @@
 The notes count activations + their gradients + parameters x3 + the input batch. A step of volnet holds:
 
 - fixed: parameters P, their gradients P, the optimizer's state (SGD 0, momentum/Nesterov/Adagrad/RMSProp
-  1, Adam/AdamW 2 copies of P), the input batch and its normalised float copy;
+  1, Adam/AdamW 2 copies of P; Adam's one shared work array of the largest parameter), the input batch
+  and its normalised float copy;
+- scratch: the kernels' reusable per-thread buffers (the im2col workspace, Winograd's named buffers),
+  kept between calls at their largest use: each counted once, from :func:`volnet.ops.conv.conv_memory`
+  (the same algorithm choice and block sizes as the kernels);
 - forward: every layer's output (kept by the next layer's cache for backward; RELU after CONV/FC/BN runs in
-  place, FLATTEN is a view), plus what the cache keeps beyond it (dropout's float mask), plus the layer's
-  transient scratch (CONV's padded batch-last copy and its X_col block of at most
-  ``conv.IM2COL_BLOCK_BYTES``);
+  place, FLATTEN is a view), plus what the cache keeps beyond it (dropout's float mask, LRN's d and
+  d^-beta, LOCAL's patch matrix), plus the layer's transient arrays (padded batch-last copies);
 - backward: all outputs are still held (the trainer clears the caches after the step); at layer i the
-  upstream gradient dout_i, the new dx_i and the layer's backward scratch are live on top.
+  upstream gradient dout_i, the new dx_i and the layer's backward temporaries are live on top (the first
+  layer computes no dx); SGD's ``lr * g`` (momentum's ...) lives during the update, after backward.
 
-peak(train) = fixed + sum(outputs) + max_i max(forward scratch_i, dout_i + dx_i + backward scratch_i).
-peak(inference) = params + input + max_i (in_i + out_i + scratch_i) (``predict`` keeps no caches).
+peak(train) = fixed + scratch + sum(outputs + keeps) + max(largest P_i for SGD,
+              max_i max(forward_i, dout_i + dx_i + backward_i)).
+peak(inference) = params + input + forward scratch + max_i (in_i + out_i + forward_i)
+(``predict`` keeps no caches). Measured against tracemalloc (tests/test_memory.py): within 10% on five
+nets x three batches x two optimizers, and for inference.
 
 :func:`measure_train_step` and :func:`measure_inference` give the real peak with ``tracemalloc`` (NumPy
 reports its allocations to it), for the tests and ``benchmarks/bench_memory.py``.
@@ -33,13 +40,17 @@ from volnet.errors import VolnetError
 STATE_COPIES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 #: what a step allocates besides the arrays (Python objects of the net, caches' tuples, small arrays),
 #: measured with tracemalloc on small nets
-OVERHEAD_BYTES = 256 * 1024
+OVERHEAD_BYTES = 96 * 1024
+#: the same for ``predict`` (no optimizer, no caches)
+INFERENCE_OVERHEAD_BYTES = 64 * 1024
 IN_PLACE_AFTER = frozenset({"CONV", "FC", "BN", "LOCAL"})
 
 
 @dataclass
 class LayerMemory:
-    """Bytes of one layer for a batch: its output, what its cache adds, forward/backward scratch, grads."""
+    """Bytes of one layer for a batch: its output, what its cache adds, forward/backward scratch, grads;
+    ``scratch``: reusable named buffers of the kernels (kept between calls: counted once, at their largest
+    use over all layers), ``scratch_forward``: those of the forward pass alone."""
 
     name: str
     kind: str
@@ -49,57 +60,71 @@ class LayerMemory:
     backward_scratch: int
     dx: int
     grads: int
+    scratch: dict
+    scratch_forward: dict
+    inp: int = 0
+    dout: int = 0
 
 
-def _conv_scratch(layer: Any, in_shape: tuple, out_shape: tuple, N: int, bpv: int) -> tuple[int, int]:
-    """Forward, backward scratch of a CONV (im2col path): the padded batch-last copy of x and one X_col
-    block (``conv._row_blocks``); backward: the padded copy again, the padded dx and the block."""
-    from volnet.ops import conv as C
-
-    Cin, H, W = in_shape
-    K, Ho, Wo = out_shape
-    (Fh, Fw), (Ph, Pw) = layer.F, layer.pad
-    Hp, Wp = H + 2 * Ph, W + 2 * Pw
-    xp = Cin * Hp * Wp * N * bpv
-    if Fh == Fw == 1 and tuple(layer.stride) == (1, 1) and Ph == Pw == 0:
-        return xp + K * Ho * Wo * N * bpv * 0, xp
-    per_row = Cin * Fh * Fw * Wo * N * bpv
-    rb = max(1, min(Ho, C.IM2COL_BLOCK_BYTES // max(per_row, 1)))
-    block = per_row * rb
-    return xp + block, xp + block + xp
+#: layers whose output is batch-last (volnet.ops.layout) when their input is
+BATCH_LAST_OUT = frozenset({"CONV", "BN", "POOL", "AVGPOOL", "L2POOL", "MAXPOOL"})
+KEEP_LAYOUT = frozenset({"RELU", "DROPOUT", "LRN", "ADD"})
 
 
 def layer_memory(name: str, layer: Any, in_shape: Any, out_shape: tuple, N: int, bpv: int,
-                 prev_fresh: bool) -> LayerMemory:
-    """The ledger entry of one leaf layer for batch ``N`` (``bpv`` bytes per value)."""
+                 prev_fresh: bool, x_batch_last: bool = True, need_dx: bool = True) -> LayerMemory:
+    """The ledger entry of one leaf layer for batch ``N`` (``bpv`` bytes per value). CONV's numbers come
+    from :func:`volnet.ops.conv.conv_memory` (the same algorithm choice and block sizes as the kernels)."""
     kind = str(getattr(layer, "kind", type(layer).__name__)).upper()
     if isinstance(in_shape, list):
         n_in = sum(math.prod(s) for s in in_shape)
     else:
         n_in = math.prod(in_shape)
-    out = math.prod(out_shape) * N * bpv
+    out = dout = math.prod(out_shape) * N * bpv
     x = n_in * N * bpv
     grads = sum(math.prod(s) for s in layer.param_shapes(in_shape).values()) * bpv
     keeps, fs, bs = 0, 0, 0
+    scratch: dict = {}
+    scratch_f: dict = {}
     if kind in ("RELU",) and prev_fresh:
         out = 0
     elif kind == "FLATTEN":
         out = 0
     if kind == "CONV":
-        fs, bs = _conv_scratch(layer, tuple(in_shape), tuple(out_shape), N, bpv)
-    elif kind == "LOCAL":
-        Cin = in_shape[0]
-        fs = bs = Cin * layer.F[0] * layer.F[1] * math.prod(out_shape[1:]) * N * bpv * 2
+        from volnet.ops.conv import conv_memory
+
+        m = conv_memory((N, *in_shape), int(out_shape[0]), layer.F, layer.stride, layer.pad, layer.dilation,
+                        layer.fit, bpv, x_batch_last, need_dx)
+        fs, bs, keeps = m["forward"], m["backward"], m["keeps"]
+        scratch, scratch_f = m["scratch"], m["scratch_forward"]
+    elif kind == "LOCAL":  # volnet.ops.local: the cache keeps the patch matrix (Ho*Wo, C*Fh*Fw, N)
+        cols = in_shape[0] * layer.F[0] * layer.F[1] * math.prod(out_shape[1:]) * N * bpv
+        keeps = cols
+        copy = x if (any(layer.pad) or not x_batch_last) else 0
+        fs = copy + out  # the padded batch-last copy of x; the GEMM's (P, K, N) result before the copy
+        bs = dout + grads + (cols + copy if need_dx else 0)
     elif kind == "DROPOUT":
         keeps = out
-    elif kind in ("POOL", "L2POOL", "AVGPOOL"):
+    elif kind in ("L2POOL", "AVGPOOL"):
         bs = x + 2 * out
-    elif kind in ("LRN",):
-        keeps = x
+    elif kind == "POOL":  # max: the argmax is replayed into dx, nothing beyond it
+        bs = 0
+    elif kind in ("LRN",):  # the cache keeps d and d^-beta besides x
+        keeps = 2 * x
         bs = 2 * x
     elif kind == "BN":
         bs = x
-    return LayerMemory(name, kind, out, keeps, fs, bs, x, grads)
+    return LayerMemory(name, kind, out, keeps, fs, bs, x if need_dx else 0, grads, scratch, scratch_f, x,
+                       dout)
+
+
+def _scratch_total(layers: list[LayerMemory], key: str) -> int:
+    """The kernels' reusable buffers: each name at its largest use over the layers, summed."""
+    most: dict[str, int] = {}
+    for lm in layers:
+        for k, v in getattr(lm, key).items():
+            most[k] = max(most.get(k, 0), v)
+    return sum(most.values())
 
 
 def _leaves(net: Any, input_shape: tuple) -> list[tuple[str, Any, Any, tuple]]:
@@ -119,31 +144,37 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
         raise VolnetError(f"unknown optimizer {optimizer!r} (known: {', '.join(STATE_COPIES)})")
     N = int(batch)
     layers = []
-    fresh = False
+    fresh, bl, first = False, False, True  # the input batch is (N, C, H, W) contiguous
     for n, layer, i, o in _leaves(net, input_shape):
-        layers.append(layer_memory(n, layer, i, o, N, bpv, fresh))
+        layers.append(layer_memory(n, layer, i, o, N, bpv, fresh, bl, need_dx=not first))
         kind = str(getattr(layer, "kind", "")).upper()
         fresh = kind in IN_PLACE_AFTER
+        bl = kind in BATCH_LAST_OUT or (bl and kind in KEEP_LAYOUT)
+        first = False
     params = sum(lm.grads for lm in layers)
     largest = max((math.prod(s) for _, layer, i, _ in _leaves(net, input_shape)
                    for s in layer.param_shapes(i).values()), default=0) * bpv
     inp = math.prod(input_shape) * N * bpv
     raw = math.prod(input_shape) * N * np.dtype(input_dtype or dtype).itemsize
-    # params, grads, state; the step's one parameter-sized work array (Adam's scratch, SGD's lr*g)
-    fixed = params * (2 + STATE_COPIES[name]) + largest + inp + raw + OVERHEAD_BYTES
+    # params, grads, state; the step's one parameter-sized work array: Adam's shared scratch is kept
+    # (fixed), SGD's lr*g (momentum's, ...) lives only during the update, after backward
+    adam = name in ("adam", "adamw")
+    fixed = params * (2 + STATE_COPIES[name]) + (largest if adam else 0) + inp + raw + OVERHEAD_BYTES
     acts = sum(lm.output + lm.keeps for lm in layers)
-    transient = 0
+    scratch = _scratch_total(layers, "scratch")
+    transient = 0 if adam else largest
     for lm in layers:
-        transient = max(transient, lm.forward_scratch, lm.output + lm.dx + lm.backward_scratch)
-    train_peak = fixed + acts + transient
+        transient = max(transient, lm.forward_scratch, lm.dout + lm.dx + lm.backward_scratch)
+    train_peak = fixed + scratch + acts + transient
     inf = 0
     for lm in layers:
-        inf = max(inf, lm.dx + max(lm.output, lm.dx) + lm.forward_scratch)
-    inference_peak = params + raw + inf + OVERHEAD_BYTES  # predict takes the batch as given
+        inf = max(inf, lm.inp + lm.output + lm.forward_scratch)
+    # predict takes the batch as given
+    inference_peak = params + raw + _scratch_total(layers, "scratch_forward") + inf + INFERENCE_OVERHEAD_BYTES
     return {
         "batch": N, "optimizer": name, "bytes_per_value": bpv,
         "params_bytes": params, "optimizer_state_bytes": params * STATE_COPIES[name],
-        "input_bytes": inp + raw, "kept_bytes": acts, "transient_bytes": transient,
+        "input_bytes": inp + raw, "kept_bytes": acts, "transient_bytes": transient, "scratch_bytes": scratch,
         "train_peak_bytes": int(train_peak), "inference_peak_bytes": int(inference_peak),
         "layers": [lm.__dict__ for lm in layers],
     }
@@ -187,8 +218,8 @@ def measure_train_step(spec: Any, batch: int, optimizer: str = "sgd", classes: i
     from volnet.ops.losses import softmax_loss
     from volnet.optim import make_optimizer
 
-    def run(n_steps: int) -> None:
-        net = _make(spec, seed)
+    def run(n_steps: int, net: Any = None) -> None:
+        net = _make(spec, seed) if net is None else net
         shape = tuple(net.input_shape)
         rng = np.random.default_rng(seed)
         xb = rng.random((batch, *shape), dtype=np.float32)
@@ -206,10 +237,12 @@ def measure_train_step(spec: Any, batch: int, optimizer: str = "sgd", classes: i
 
     run(1)  # compiles the kernels, fills NumPy's caches: not counted
     clear_workspaces()
+    net = _make(spec, seed)  # built outside the trace (the initialisation's temporaries are not a step's)
+    weights = sum(p.nbytes for p in net.params.values())
     tracemalloc.start()
     try:
-        run(steps)
-        return int(tracemalloc.get_traced_memory()[1])
+        run(steps, net)
+        return weights + int(tracemalloc.get_traced_memory()[1])
     finally:
         tracemalloc.stop()
 
@@ -223,18 +256,20 @@ def clear_workspaces() -> None:
 
 
 def measure_inference(spec: Any, batch: int, seed: int = 0) -> int:
-    """Real peak bytes (tracemalloc) of ``net.predict`` on one batch (the net built inside the trace)."""
-    def run() -> None:
-        net = _make(spec, seed)
+    """Real peak bytes (tracemalloc) of ``net.predict`` on one batch, plus the weights (built before)."""
+    def run(net: Any = None) -> None:
+        net = _make(spec, seed) if net is None else net
         x = np.random.default_rng(seed).random((batch, *net.input_shape), dtype=np.float32)
         net.eval()
         net.predict(x, batch_size=batch)
 
     run()
     clear_workspaces()
+    net = _make(spec, seed)
+    weights = sum(p.nbytes for p in net.params.values())
     tracemalloc.start()
     try:
-        run()
-        return int(tracemalloc.get_traced_memory()[1])
+        run(net)
+        return weights + int(tracemalloc.get_traced_memory()[1])
     finally:
         tracemalloc.stop()
