@@ -337,7 +337,7 @@ class Adam(Optimizer):
         _check_nonneg(type(self).__name__, eps=eps)
         self.betas = (b1, b2)
         self.eps = float(eps)
-        self._scratch: dict[str, np.ndarray] = {}  # per-parameter work array, not optimizer state
+        self._scratch: dict[str, np.ndarray] = {}  # dtype -> one work array, not optimizer state
 
     def step(self, grads: Arrays) -> None:
         if not self.decoupled:
@@ -358,9 +358,13 @@ class Adam(Optimizer):
         step = self.steps[name]
         m, v = st["exp_avg"], st["exp_avg_sq"]
         # the same arithmetic as torch, in place through one scratch array (no temporaries)
-        s = self._scratch.get(name)
-        if s is None or s.shape != p.shape or s.dtype != p.dtype:
-            s = self._scratch[name] = np.empty_like(p)
+        # one work array for all parameters, sized to the largest (not one per parameter: a third
+        # copy of the weights) -- the memory ledger counts it once
+        buf = self._scratch.get(p.dtype.name)
+        if buf is None or buf.size < p.size:
+            n = max(q.size for q in self.params.values())
+            buf = self._scratch[p.dtype.name] = np.empty(n, p.dtype)
+        s = buf[:p.size].reshape(p.shape)
         np.subtract(g, m, out=s)
         s *= t(1.0 - b1)
         m += s  # torch: exp_avg.lerp_(grad, 1 - beta1)

@@ -316,8 +316,19 @@ class Summary:
         vw = max(len(f"{v:,}") for _, v, _ in items)
         for label, v, b in items:
             out.append(f"  {label.ljust(lw)}  {v:>{vw},} values  {format_bytes(b):>10}")
+        if "train_peak_bytes" in m:
+            opt_name = m['ledger_optimizer']
+            out.append(f"what volnet really allocates (the memory ledger, optimizer {opt_name}):")
+            out.append(f"  training step peak  {format_bytes(m['train_peak_bytes']):>10}   "
+                       f"inference peak  {format_bytes(m['inference_peak_bytes']):>10}")
+            out.append("  (the notes' total counts each activation and its gradient once; volnet also holds "
+                       "the normalised input copy, dropout masks, CONV scratch, the optimizer's work array, "
+                       "and gradients only live layer by layer)")
         if "budget_bytes" in m:
             out.append(self.batch_line())
+            if "max_batch_train" in m:
+                out.append(f"by the ledger: largest batch for training {m['max_batch_train']:,}, "
+                           f"for inference {m['max_batch_inference']:,}")
         if self.advice:
             out.append("")
             out.append("the notes' layer sizing patterns:")
@@ -481,6 +492,16 @@ def summary(
             budget_bytes=budget, fixed_bytes=fixed, per_image_bytes=per_image,
             max_batch=max(0, (budget - fixed) // per_image) if per_image else 0,
         )
+    from volnet.memory import ledger, max_batch
+
+    opt = "momentum" if optimizer is None else str(optimizer).strip().lower()  # None: the notes' x3
+    led = ledger(net, tuple(shape), batch, dname, opt)
+    mem.update(train_peak_bytes=led["train_peak_bytes"], inference_peak_bytes=led["inference_peak_bytes"],
+               ledger_optimizer=opt, ledger_kept_bytes=led["kept_bytes"],
+               ledger_transient_bytes=led["transient_bytes"])
+    if memory is not None:
+        mem.update(max_batch_train=max_batch(net, tuple(shape), budget, dname, opt, train=True),
+                   max_batch_inference=max_batch(net, tuple(shape), budget, dname, opt, train=False))
     kinds = {}
     if depth is not None and hasattr(net, "named_layers"):
         kinds = {name: type(layer).__name__.upper() for name, layer in net.named_layers(leaves_only=False)}

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "val": None, "seed": 0,
     "out": None, "save_every": None, "limit_train": None, "num_classes": None, "augment": "default",
     "download": True, "init": None, "freeze": "none", "freeze_bn_stats": "keep", "channels": None,
+    "memory": None,
 }
 #: Options a resumed run may change.
 RESUMABLE = {"epochs", "save_every"}
@@ -90,7 +91,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder:PATH images as 1 (grayscale) or 3 (RGB, the default) channels")
     p.add_argument("--epochs", type=int, metavar="N",
                    help=f"passes over the training set (default {d['epochs']})")
-    p.add_argument("--batch", type=int, metavar="B", help=f"mini-batch size (default {d['batch']})")
+    p.add_argument("--batch", type=_batch_arg, metavar="B|auto",
+                   help=f"mini-batch size, or auto: the largest that fits --memory by the memory ledger "
+                        f"(default {d['batch']})")
+    p.add_argument("--memory", metavar="SIZE",
+                   help="memory budget of a training step (2GB, 512MB, 1.5GiB): a --batch whose "
+                        "predicted peak (volnet.memory ledger: weights, gradients, optimizer state, batch, "
+                        "activations, scratch) exceeds it is refused before training; the dataset itself "
+                        "is not counted")
     p.add_argument("--optim", metavar="NAME",
                    help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw (default adam)")
     p.add_argument("--lr", type=float, help="base learning rate (default: adam 1e-3, sgd/momentum 0.01)")
@@ -154,6 +162,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", metavar="ADDRESS", default=None,
                    help="--live: listen on ADDRESS instead of 127.0.0.1 (e.g. 0.0.0.0: other machines "
                         "can see the page)")
+
+
+def _batch_arg(text: str) -> int | str:
+    """``--batch``: a positive count or ``auto`` (argparse turns the ValueError into a usage line)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a count or auto, got {text!r}") from None
 
 
 def _note(msg: str) -> None:
@@ -510,6 +528,39 @@ def _stored_args(doc: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return dict(stored)
 
 
+def check_memory(a: dict[str, Any], requested: Any, net: Any, shape: tuple[int, ...], input_dtype: Any,
+                 world: int = 1) -> int | None:
+    """The batch to train with under ``--memory`` (``a["memory"]``, bytes): ``--batch auto`` -> the
+    ledger's largest training batch that fits (:func:`volnet.memory.max_batch`, for ``--optim``, the net,
+    the image shape ``(C, H, W)`` and the raw images' dtype); a requested batch whose predicted peak is over
+    the budget -> VolnetError naming the prediction, the budget and the batch that fits. None: no
+    ``--memory``. ``world``: processes sharing the global batch (each holds its ``ceil(B / world)``)."""
+    from volnet.memory import ledger, max_batch
+    from volnet.summary import format_bytes
+
+    budget = a["memory"]
+    if budget is None:
+        return None
+    opt = str(a["optim"]).lower()
+    dtype = getattr(net, "dtype", "float32")
+    fits = max_batch(net, shape, budget, dtype, opt, train=True, input_dtype=input_dtype) * world
+    per = f" ({world} processes)" if world > 1 else ""
+    if requested == "auto":
+        if fits < 1:
+            one = ledger(net, shape, 1, dtype, opt, input_dtype)["train_peak_bytes"]
+            raise VolnetError(f"--batch auto: not even one image fits --memory {format_bytes(budget)}: the "
+                              f"memory ledger predicts {format_bytes(one)} for a {opt} step of batch 1")
+        return fits
+    b = int(requested)
+    peak = ledger(net, shape, -(-b // world), dtype, opt, input_dtype)["train_peak_bytes"]
+    if peak > budget:
+        hint = f"--batch {fits} fits" if fits >= 1 else "not even batch 1 fits"
+        raise VolnetError(f"--batch {b} does not fit --memory {format_bytes(budget)}: the memory ledger "
+                          f"predicts a training step peak ({opt}) of {format_bytes(peak)}{per}; {hint} "
+                          f"(or use --batch auto)")
+    return b
+
+
 def run(args: argparse.Namespace) -> int:
     live = None
     holder: dict[str, Any] = {}  # the Trainer, once built: the live server reads its run directory
@@ -581,7 +632,15 @@ def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
     else:
         # everything is checked, read and built before the run directory is touched
         a = _resolve(args)
-        config = train_config(a)
+        if a["memory"] is not None:
+            from volnet.summary import parse_memory
+
+            a["memory_bytes"] = parse_memory(a["memory"])
+        elif a["batch"] == "auto":
+            raise VolnetError("--batch auto needs --memory SIZE (e.g. --memory 2GB): the budget the "
+                              "batch must fit")
+        requested = a["batch"]
+        config = train_config({**a, "batch": 1 if requested == "auto" else requested})
         _check_counts(a)
         _val_size(a["val"], 1)
         out = Path(a["out"] or (os.path.join("runs", a["recipe"]) if a["recipe"]
@@ -596,6 +655,16 @@ def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
         net = build_model(a["model"], train.shape, train.num_classes, seed=a["seed"], init=init)
         init_note = load_init(net, init) if init is not None else None
         frozen = parse_freeze(a["freeze"], net)
+        batch = check_memory({**a, "memory": a.get("memory_bytes")}, requested, net, tuple(train.shape),
+                             train.x.dtype, 1 if dist is None else dist.size)
+        if batch is not None:
+            if requested == "auto":
+                batch = min(batch, len(train))  # more than the training set buys nothing
+            a["batch"] = batch  # stored: --resume trains on with the batch chosen here
+            config = config.replace(batch_size=batch)
+            if requested == "auto" and not quiet:
+                _note(f"--batch auto: {batch}, the largest batch whose {a['optim']} training step fits "
+                      f"--memory {a['memory']} by the memory ledger (at most the training set)")
         config = config.replace(augment=_augment(a["augment"], train), frozen=sorted(frozen))
         # an old run is replaced only when the new one has its first checkpoint (ReplaceRun)
         t = Trainer(net, train, val, test, config, out_dir=out if root else None, progress=not quiet,

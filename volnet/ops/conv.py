@@ -66,6 +66,7 @@ from volnet.ops.winograd import (
     winograd4_forward,
     winograd_backward,
     winograd_forward,
+    winograd_memory,
     winograd_supported,
 )
 
@@ -73,7 +74,7 @@ IntOrPair = int | tuple[int, int]
 
 __all__ = [
     "ConvCache", "Geometry", "clear_workspace", "col2im", "col2im_add", "col2im_batch_last", "conv_backward",
-    "conv_forward", "conv_naive", "geometry", "im2col", "im2col_into", "pad_batch_last",
+    "conv_forward", "conv_memory", "conv_naive", "geometry", "im2col", "im2col_into", "pad_batch_last",
 ]
 
 
@@ -252,7 +253,7 @@ def _workspace(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     buf = getattr(_tls, "buf", None)
     if buf is None or buf.nbytes < nbytes:
-        _tls.buf = None  # free the old buffer before allocating the larger one
+        _tls.buf = buf = None  # free the old buffer (both references) before allocating the larger one
         buf = _tls.buf = np.empty(nbytes, dtype=np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
 
@@ -626,3 +627,54 @@ def conv_naive(
                     window = xp[n, :, h0:h0 + he:g.Dh, w0:w0 + we:g.Dw]
                     out[n, k, i, j] = np.sum(window * w[k]) + (0 if b is None else b[k])
     return out
+
+
+def _im2col_forward_memory(g: Geometry, K: int, b: int, x_batch_last: bool) -> tuple[int, int]:
+    """(workspace bytes, transient bytes) of :func:`_conv_im2col` beyond its output."""
+    copy = g.C * g.Hp * g.Wp * g.N * b if (g.padded or not x_batch_last) else 0
+    if _is_pointwise(g):
+        return 0, copy
+    rows = max(h1 - h0 for h0, h1 in _row_blocks(g, b))
+    return g.C * g.Fh * g.Fw * rows * g.Wo * g.N * b, copy
+
+
+def conv_memory(x_shape: tuple[int, ...], K: int, F: IntOrPair, stride: IntOrPair = 1,
+                pad: IntOrPair = 0, dilation: IntOrPair = 1, fit: str = "strict", itemsize: int = 4,
+                x_batch_last: bool = True, need_dx: bool = True) -> dict[str, Any]:
+    """What :func:`conv_forward` and :func:`conv_backward` allocate for an (N, C, H, W) input and K
+    filters, from the same algorithm choice (``_choose_algo``) and block sizes (``_row_blocks``, the
+    Winograd blocks): ``{"algo", "scratch": {name: bytes}, "scratch_forward": {name: bytes}, "forward":
+    bytes, "backward": bytes, "keeps": bytes}``. ``scratch``: the reusable per-thread buffers (the im2col
+    workspace "conv", shared by all layers; Winograd's named buffers), each kept at its largest use;
+    ``forward``/``backward``: the transient arrays of the pass besides out and dx (padded copies, dx's
+    padding); ``keeps``: what the cache holds besides x itself (a batch-last copy of x for F(4x4)). For
+    the memory ledger (:mod:`volnet.memory`).
+
+    >>> m = conv_memory((8, 16, 32, 32), 16, 3, pad=1)
+    >>> m["algo"] in ("im2col", "winograd", "winograd4"), m["forward"] >= 0
+    (True, True)
+    """
+    g = geometry(tuple(x_shape), F, stride, pad, dilation, fit, "conv")
+    b = int(itemsize)
+    algo = _choose_algo(g, K)
+    xsize = g.C * g.H * g.W * g.N * b
+    if algo.startswith("winograd"):
+        m = winograd_memory(g, K, b, algo, need_dx)
+        keeps = xsize if algo == "winograd4" and not x_batch_last else 0
+        return {"algo": algo, "scratch": {f"winograd:{k}": v for k, v in m["scratch"].items()},
+                "scratch_forward": {f"winograd:{k}": v for k, v in m["scratch_forward"].items()},
+                "forward": m["forward"] + keeps, "backward": m["backward"], "keeps": keeps}
+    ws, fcopy = _im2col_forward_memory(g, K, b, x_batch_last)
+    fws = ws
+    bwd = fcopy + g.C * g.Fh * g.Fw * K * b  # x padded again, dw_t
+    if need_dx and not _is_pointwise(g):
+        if _dx_is_a_conv(g, K):
+            gd = geometry((g.N, K, g.Ho, g.Wo), (g.Fh, g.Fw), 1,
+                          (g.Dh * (g.Fh - 1) - g.pt, g.Dw * (g.Fw - 1) - g.pl), (g.Dh, g.Dw), "strict",
+                          "conv")
+            ws2, copy2 = _im2col_forward_memory(gd, g.C, b, True)
+            ws, bwd = max(ws, ws2), bwd + copy2
+        else:
+            bwd += g.C * (g.Hp * g.Wp - g.H * g.W) * g.N * b  # dx is a view of the padded dxp
+    return {"algo": algo, "scratch": {"conv": ws} if ws else {},
+            "scratch_forward": {"conv": fws} if fws else {}, "forward": fcopy, "backward": bwd, "keeps": 0}

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from volnet.ops.conv import ConvCache, Geometry
 
 __all__ = ["BT", "G", "AT", "winograd_supported", "winograd_forward", "winograd_backward",
-           "filter_transform", "clear_workspace"]
+           "filter_transform", "clear_workspace", "winograd_memory"]
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -68,7 +68,7 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     buf = bufs.get(name)
     if buf is None or buf.nbytes < nbytes:
-        bufs[name] = None
+        bufs[name] = buf = None  # the old buffer is freed before the larger one is allocated
         buf = bufs[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
 
@@ -754,3 +754,50 @@ def winograd4_backward(
             _input4_adjoint(dV, dx, g.pt, g.pl, tw, i0, ni)
     dw = np.ascontiguousarray(_kron_gemm(np.kron(G4, G4).T, dU.reshape(36, K * C), dt).T).reshape(K, C, 3, 3)
     return (None if dx is None else dx.transpose(3, 0, 1, 2)), dw, db
+
+
+def winograd_memory(g: Geometry, K: int, itemsize: int, algo: str, need_dx: bool = True) -> dict[str, Any]:
+    """Bytes this module allocates for one conv (the memory ledger, :mod:`volnet.memory`), from the same
+    shapes and block sizes as :func:`winograd_forward`/:func:`winograd4_forward` and their backward:
+    ``{"scratch": {name: bytes}, "scratch_forward": {...}, "forward": bytes, "backward": bytes}``: the
+    named per-thread scratch buffers (kept between calls, each at its largest use; ``scratch_forward``:
+    those of the forward pass alone), and the transient arrays of each pass besides
+    the output and dx (the filter transforms U, dU)."""
+    C, N, b = g.C, g.N, itemsize
+    sc: dict[str, int] = {}
+
+    def need(name: str, n: int) -> None:
+        sc[name] = max(sc.get(name, 0), int(n) * b)
+
+    if algo == "winograd4":
+        th, tw = _tiles4(g)
+        rb = _row_block(g, K, b)
+        ni = min(rb, th)
+        need("V4", 36 * C * ni * tw * N)
+        need("plane4", (4 * ni + 2) * (4 * tw + 2) * N)
+        need("M4", 36 * K * ni * tw * N)
+        fwd = dict(sc)
+        need("dM4", 36 * K * ni * tw * N)
+        u = 36 * K * C * b
+        return {"scratch": sc, "scratch_forward": fwd, "forward": u, "backward": u * (3 if need_dx else 2)}
+    th, tw = _tiles(g)
+    rb = max(1, min(th, BLOCK_BYTES // (16 * max(C, K) * N * tw * b)))
+    need("xp", 2 * C * N * (2 * th + 2) * (tw + 1))
+    need("t", 4 * C * N * (2 * min(rb, th) + 2) * tw)
+    need("V", 16 * C * N * min(rb, th) * tw)
+    need("M", 16 * K * N * min(rb, th) * tw)
+    fwd = dict(sc)
+    # backward works on the whole tile grid at once
+    if g.Ho % 2 or g.Wo % 2:
+        need("dpad", K * N * 4 * th * tw)
+    need("e", 8 * K * N * th * tw)
+    need("dM", 16 * K * N * th * tw)
+    need("t", 4 * C * N * (2 * th + 2) * tw)
+    need("V", 16 * C * N * th * tw)
+    if need_dx:
+        need("u", 4 * C * N * th * (2 * tw + 2))
+        need("tmp", C * N * th * (2 * tw + 2))
+    u = 16 * K * C * b
+    extra = C * N * ((2 * th + 2) * (2 * tw + 2) - g.H * g.W) * b if need_dx else 0  # dxp beyond dx
+    return {"scratch": sc, "scratch_forward": fwd, "forward": u,
+            "backward": u * (3 if need_dx else 2) + extra}

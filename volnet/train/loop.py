@@ -233,6 +233,7 @@ class Trainer:
                 self.optimizer.step(grads)
             else:
                 self._restore(snap)
+            self.scores_net.clear_cache()  # spent: the next step's forward does not hold the old caches
         except KeyboardInterrupt:
             self._restore(snap)
             raise
