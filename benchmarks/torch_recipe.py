@@ -2,16 +2,18 @@
 dependency), for the accuracy-vs-minutes comparison in BENCHMARKS.md.
 
 Its defaults are the recipe's values (``volnet/train/recipes.py``; a test checks they agree). The same in
-both: the training/validation split (volnet's ``load_data``: 55,000 / 5,000, seed 0), the
-normalisation (the training split's mean and std), the augmentation (volnet's ``Augment`` on the raw
-[0, 1] images: random crop with 2 zeros of padding + horizontal flip, the same draws per batch), the
-batch order (``epoch_permutation``), the net (4 CONV3 + BN + RELU, two POOL2, FC-256 + BN + RELU, FC-10;
-He-normal initialisation as volnet), SGD with Nesterov momentum 0.9 and L2 weight decay 5e-4 added to the
-gradient, the learning rate of every step (volnet's ``make_schedule``: 2 epochs of linear warm-up from
-lr/10, cosine to 0), batch 128, the best epoch by validation accuracy, the test set once at the end with
-the best weights. PyTorch runs with 2 threads in one process (its own best on 2 cores).
+both: the training/validation split (volnet's ``load_data``: 55,000 / 5,000, seed 0), the normalisation
+(the training split's mean and std), the augmentation code and settings (volnet's ``Augment`` on the raw
+[0, 1] images: random crop with 2 zeros of padding + horizontal flip; drawn from
+``default_rng([seed, epoch, batch])``, not volnet's ``batch_rng``, so the draws are independent of
+volnet's, as in the measured run), the batch order (``epoch_permutation``), the net (4 CONV3 + BN + RELU,
+two POOL2, FC-256 + BN + RELU, FC-10; He-normal initialisation as volnet), SGD with Nesterov momentum 0.9
+and L2 weight decay 5e-4 added to the gradient, the learning rate of every step (volnet's
+``make_schedule``: 2 epochs of linear warm-up from lr/10, cosine to 0), batch 128, the best epoch by
+validation accuracy, the test set once at the end with the best weights. PyTorch runs with 2 threads in
+one process (its own best on 2 cores).
 
-Run: ``python benchmarks/torch_recipe.py --out runs/torch-recipe.jsonl`` (about 30 minutes); one JSON
+Run: ``python benchmarks/torch_recipe.py --out runs/torch-recipe.jsonl`` (35 minutes on 2 cores); one JSON
 line per epoch (``minutes`` since the process started, ``val_acc``, ...), then ``{"test_acc": ...}``.
 ``--limit-train N --epochs E`` for a quick check.
 """

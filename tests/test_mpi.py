@@ -123,25 +123,33 @@ def _rank_pid(mpirun_pid: int, rank: int) -> int | None:
     return None
 
 
-@needs_mpi
-def test_a_killed_rank_ends_the_job_and_one_process_resumes(tmp_path) -> None:
-    run = tmp_path / "run"
-    args = ["train", "--model", PLAIN, *ARGS, "--epochs", "12", "--save-every", "5", "--out", str(run)]
-    proc = _mpirun(2, args)
+def _signal_rank_1_after_a_checkpoint(proc: subprocess.Popen, run: Path, sig: int) -> str:
+    """Once the job has written its first checkpoint, send ``sig`` to rank 1; the job must then end
+    within 30 s. Returns its stderr (the job is killed if it is still running)."""
+    err = ""
     try:
         deadline = time.monotonic() + 120
         while not (run / "last" / "trainer.json").is_file() and time.monotonic() < deadline:
             time.sleep(0.02)
         victim = _rank_pid(proc.pid, 1)
         assert victim is not None, "rank 1 not found"
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, sig)
         t0 = time.monotonic()
-        proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
         assert time.monotonic() - t0 < 30
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+            proc.communicate()
+    return err
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_and_one_process_resumes(tmp_path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--model", PLAIN, *ARGS, "--epochs", "12", "--save-every", "5", "--out", str(run)]
+    proc = _mpirun(2, args)
+    _signal_rank_1_after_a_checkpoint(proc, run, signal.SIGKILL)
     assert proc.returncode != 0
     before = json.loads((run / "last" / "trainer.json").read_text())["position"]
     assert not before["finished"]
@@ -176,20 +184,7 @@ def test_a_hanging_rank_ends_the_job_within_the_watchdog_time(tmp_path) -> None:
     run = tmp_path / "run"
     proc = _mpirun(2, ["train", "--model", PLAIN, *ARGS, "--epochs", "40", "--save-every", "5",
                        "--out", str(run)], timeout_s="4")
-    try:
-        deadline = time.monotonic() + 120
-        while not (run / "last" / "trainer.json").is_file() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        victim = _rank_pid(proc.pid, 1)
-        assert victim is not None, "rank 1 not found"
-        os.kill(victim, signal.SIGSTOP)
-        t0 = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - t0 < 30
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    err = _signal_rank_1_after_a_checkpoint(proc, run, signal.SIGSTOP)
     assert proc.returncode != 0
     assert "rank 0: no training step finished in" in err
     assert load_trained(run / "last").net.params

@@ -90,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
         net.check_keep(args.layers)  # before reading the image
     x = read_images([args.image], model.input_shape, args.invert, f"volnet show {args.what}")
     xn = prepare(x, model.normalizer, np.float32)
-    probs = model.probabilities(x)[0]
-    names = model.class_names(len(probs))
     if args.what == "activations":
         acts = viz.activations(net, xn[0], args.layers)
         return _done(args, plots.activations_png(acts), f"{len(acts)} layers")
+    probs = model.probabilities(x)[0]
+    names = model.class_names(len(probs))
     k = _class_index(args.cls, probs, names)
     if args.what == "occlusion":
         heat = viz.occlusion(model.probabilities, x[0], k, patch=args.patch)

@@ -571,15 +571,17 @@ def run(args: argparse.Namespace) -> int:
 
         print(format_recipes())
         return 0
-    launcher = _workers(args) > 1 and mpi_world_size() == 1
-    if getattr(args, "live", False) and not launcher and mpi_rank() == 0:  # served by the rank that writes
+    if not getattr(args, "live", False) and (getattr(args, "host", None) is not None
+                                              or getattr(args, "port", 8000) != 8000):
+        raise VolnetError("--port and --host go with --live")
+    workers = _workers(args)
+    if workers > 1 and mpi_world_size() == 1:  # this process only launches the ranks
+        return launch_workers(workers, args._argv)
+    if getattr(args, "live", False) and mpi_rank() == 0:  # served by the rank that writes
         from volnet.report import LiveView, open_server
 
         server = open_server(lambda: Path(holder["t"].out_dir), args.port, args.host or "127.0.0.1")
         live = LiveView(server)
-    elif not getattr(args, "live", False) and (getattr(args, "host", None) is not None
-                                                or getattr(args, "port", 8000) != 8000):
-        raise VolnetError("--port and --host go with --live")
     try:
         return _run(args, live, holder)
     finally:
@@ -592,10 +594,8 @@ def _run(args: argparse.Namespace, live: Any, holder: dict[str, Any]) -> int:
     from volnet.train import Trainer, TrainingInterrupted, read_checkpoint
     from volnet.train.callbacks import ReplaceRun
     from volnet.train.checkpoint import check_out_dir, stage_dir
-    from volnet.train.distributed import from_environment, mpi_world_size
+    from volnet.train.distributed import from_environment
 
-    if _workers(args) > 1 and mpi_world_size() == 1:
-        return launch_workers(_workers(args), args._argv)
     dist = from_environment(bool(args.sync_bn))  # under mpirun: this rank; rank 0 alone writes and prints
     root = dist is None or dist.is_root
     quiet = bool(args.quiet) or not root

@@ -30,7 +30,6 @@ the user's. A plain function ``f(trainer, event)`` is accepted too (:class:`Func
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -52,6 +51,7 @@ from volnet.train.checkpoint import (
     replace_run,
     run_kind,
     write_json,
+    write_jsonl,
     write_marker,
 )
 from volnet.train.plots import curves_title, plot_curves
@@ -337,10 +337,7 @@ class StepsLog(Callback):
         self._loss = self._correct = self._images = 0.0
         self._n = 0
         if trainer.out_dir is not None:
-            from volnet.atomic import atomic_write_text
-
-            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
-            atomic_write_text(Path(trainer.out_dir) / STEPS, text)
+            write_jsonl(Path(trainer.out_dir) / STEPS, self.records)
 
 
 class MetricsLog(Callback):
@@ -352,13 +349,9 @@ class MetricsLog(Callback):
         self.steps = steps
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        from volnet.atomic import atomic_write_text
-
-        out = trainer.out_dir
-        if out is None:
+        if trainer.out_dir is None:
             return
-        text = "".join(json.dumps(h, allow_nan=False) + "\n" for h in trainer.history)
-        atomic_write_text(out / METRICS, text)
+        write_jsonl(Path(trainer.out_dir) / METRICS, trainer.history)
         self._draw(trainer, None)
 
     def on_train_end(self, trainer: Trainer, status: str) -> None:

@@ -417,6 +417,14 @@ def load_trained(path: str | os.PathLike[str]) -> TrainedModel:
     return TrainedModel(net, norm, classes, mdir, run_dir, info)
 
 
+def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines (``metrics.jsonl``, ``steps.jsonl``), atomically: a reader sees the
+    old file or the new one, never half a line. NaN/inf are refused (JSON has no such numbers)."""
+    from volnet.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+
+
 def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The per-step records of a run's ``steps.jsonl`` (``[]`` when there is none); a torn last line
     (a live reader racing nothing: the file is written atomically) is skipped."""
