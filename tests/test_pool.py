@@ -18,13 +18,16 @@ from volnet.ops.pool import (
 
 
 def in_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """The same values in C order or in batch-last memory (what CONV returns: the compiled max pool)."""
+    """The same values in C order, batch-last memory (what most CONVs return) or channel-major memory
+    (what F(2x2) Winograd returns): each has its own compiled max-pool backward."""
     if layout == "batch-last":
         return np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    if layout == "channel-major":
+        return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
     return x
 
 
-LAYOUTS = ["C", "batch-last"]
+LAYOUTS = ["C", "batch-last", "channel-major"]
 
 
 @pytest.fixture(autouse=True, params=["numba", "numpy"])
@@ -243,11 +246,16 @@ def test_max_pool_propagates_nan_like_torch(layout):
     np.testing.assert_allclose(np.nan_to_num(out), np.nan_to_num(ref))
 
 
-def test_output_keeps_the_batch_last_layout():
-    from volnet.ops.layout import BATCH_LAST, memory_order
+@pytest.mark.parametrize("layout,order", [("batch-last", (1, 2, 3, 0)), ("channel-major", (1, 0, 2, 3)),
+                                          ("C", (0, 1, 2, 3))])
+def test_output_keeps_the_layout_and_max_keeps_no_copy(layout, order):
+    """Pools keep their input's memory layout; max pool's cache holds x itself, not a copy (memory)."""
+    from volnet.ops.layout import memory_order
 
-    x = in_layout(np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32), "batch-last")
+    x = in_layout(np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32), layout)
     for mode in ("max", "avg", "l2"):
         out, cache = pool_forward(x, 2, 2, mode)
-        assert memory_order(out) == BATCH_LAST
-        assert memory_order(pool_backward(np.ones_like(out), cache)) == BATCH_LAST
+        assert memory_order(out) == order
+        assert memory_order(pool_backward(np.ones_like(out), cache)) == order
+        if mode == "max":
+            assert np.shares_memory(cache[2], x)

@@ -278,3 +278,20 @@ def test_filter_transforms_in_column_blocks_equal_one_block(monkeypatch) -> None
         np.testing.assert_allclose(a, b, rtol=2e-7, atol=1e-7)
     U = np.einsum("ai,bj,kcij->abkc", Wm.G4, Wm.G4, w.astype(np.float64)).reshape(36, 7, 3)
     np.testing.assert_allclose(blocks[0], U, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("xs,K,pad", SHAPES)
+def test_f2_blocks_of_tile_rows_give_the_same_result(monkeypatch, xs, K, pad):
+    """F(2x2) in blocks of one tile row (padding rows cut at block borders, dx's two shared rows added
+    across them, odd sizes padded per block) equals im2col, forward and backward."""
+    import volnet.ops.winograd as W
+
+    monkeypatch.setattr(W, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(W, "BLOCK_MIN_TILES", 1)
+    rng, x, w, b = _data(xs, K, np.float64)
+    o, c = conv_forward(x, w, b, pad=pad, algo="winograd")
+    o_ref, c_ref = conv_forward(x, w, b, pad=pad, algo="im2col")
+    assert max_rel(o, o_ref) < 1e-13
+    d = rng.standard_normal(o.shape)
+    for got, want in zip(conv_backward(d, c), conv_backward(d, c_ref)):
+        assert max_rel(got, want) < 1e-13

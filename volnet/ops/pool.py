@@ -146,6 +146,32 @@ def _k_maxpool_backward(xp, out, d, Fh, Fw, Sh, Sw, dxp, taken):  # pragma: no c
 _MAXPOOL_BWD = kernels.jit(_k_maxpool_backward)
 
 
+def _k_maxpool_backward_planes(xp, out, d, Fh, Fw, Sh, Sw, dxp):  # pragma: no cover - compiled
+    """The same for arrays whose (H, W) planes are contiguous ((A, B, H, W) views: channel-major memory
+    from F(2x2) Winograd or C order): per output pixel the first window offset equal to the max."""
+    A, B, Ho, Wo = out.shape
+    for a in range(A):
+        for b in range(B):
+            for ho in range(Ho):
+                for wo in range(Wo):
+                    m = out[a, b, ho, wo]
+                    done = False
+                    for i in range(Fh):
+                        for j in range(Fw):
+                            if not done and xp[a, b, ho * Sh + i, wo * Sw + j] == m:
+                                dxp[a, b, ho * Sh + i, wo * Sw + j] += d[a, b, ho, wo]
+                                done = True
+
+
+_MAXPOOL_BWD_PLANES = kernels.jit(_k_maxpool_backward_planes)
+
+
+def _planes(x: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The axes order that makes x an (A, B, H, W) array with contiguous-ish planes, or None."""
+    order = memory_order(x)
+    return (order[0], order[1], 2, 3) if order[2:] == (2, 3) else None
+
+
 # --------------------------------------------------------------------------- fast kernels
 
 
@@ -178,8 +204,9 @@ def pool_forward(
     g = _geometry(x, size, stride, mode, pad, fit)
     N, C, Ho, Wo, Fh, Fw = g["N"], g["C"], g["Ho"], g["Wo"], g["Fh"], g["Fw"]
     if mode == "max":
-        if _MAXPOOL_BWD is not None and kernels.using("numba") and memory_order(x) != BATCH_LAST:
-            x = batch_last(x).transpose(3, 0, 1, 2)  # one fast copy; then the compiled backward applies
+        if (_MAXPOOL_BWD is not None and kernels.using("numba") and memory_order(x) != BATCH_LAST
+                and _planes(x) is None):
+            x = batch_last(x).transpose(3, 0, 1, 2)  # one fast copy; then a compiled backward applies
         xp = _pad(x, g["pads"], -np.inf)
         out = _window(xp, g, 0, 0).copy(order="K")  # keeps x's memory layout
         for k in range(1, Fh * Fw):
@@ -231,6 +258,12 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
         xp, out = cache[2], cache[3]
         _MAXPOOL_BWD(xp.transpose(1, 2, 3, 0), batch_last(out), batch_last(dout), Fh, Fw, g["Sh"], g["Sw"],
                      dxp.transpose(1, 2, 3, 0), np.empty(N, dtype=np.bool_))
+    elif (kind == "max" and _MAXPOOL_BWD_PLANES is not None and kernels.using("numba")
+          and _planes(cache[2]) is not None and memory_order(dxp) == memory_order(cache[2])
+          and memory_order(dout) == memory_order(cache[2])):
+        ax = _planes(cache[2])  # no copy of x: its (H, W) planes are read in place
+        _MAXPOOL_BWD_PLANES(cache[2].transpose(ax), cache[3].transpose(ax), dout.transpose(ax), Fh, Fw,
+                            g["Sh"], g["Sw"], dxp.transpose(ax))
     elif kind == "max":
         # Route dout to the first window offset (row-major) whose value equals the max, as PyTorch does.
         xp, out = cache[2], cache[3]

@@ -17,8 +17,9 @@ Winograd-domain position (a, b):
     M[ab] (K x P) = U[ab] (K x C) @ V[ab] (C x P),   U = G g G^T (filters),  V = B^T d B (input tiles)
 
 with P = N * ceil(Ho/2) * ceil(Wo/2) tiles; ``np.matmul`` on the (16, K, C) x (16, C, P) stacks runs the
-16 GEMMs. The transforms are done over all tiles at once with strided slice arithmetic (each is a few
-passes over memory, no Python loop over tiles).
+16 GEMMs. Forward and backward work on blocks of tile rows (``BLOCK_BYTES`` of scratch, whatever the
+image size); within a block the transforms are strided slice arithmetic over all its tiles (a few passes
+over memory, no Python loop over tiles).
 
 Backward (every step is the adjoint of a forward step, so the gradients are exact, not approximations):
 
@@ -30,7 +31,7 @@ Arrays follow :mod:`volnet.ops.conv`: x (N, C, H, W) of any memory order (channe
 conv is free), w (K, C, 3, 3); out (N, K, Ho, Wo) returned as a view of a channel-major (K, N, Ho, Wo)
 buffer, dx likewise. Padding may be 0, 1 or 2 per side (``pt, pb, pl, pr`` of the conv geometry).
 Accuracy: float32 agrees with im2col to a few 1e-7 relative (F(2x2,3x3) has small transform constants);
-F(4x4,3x3) would save more multiplies but its error grows ~8x, so it is not used.
+F(4x4,3x3), below, saves more multiplies at ~10x the float32 error.
 
 :mod:`volnet.ops.conv` picks this path automatically for the shapes where it measured faster (see
 ``_choose_algo`` there and BENCHMARKS.md); ``conv_forward(..., algo="winograd")`` forces it.
@@ -116,29 +117,33 @@ def _kron_gemm(m: np.ndarray, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def _pad_tiles(x: np.ndarray, pt: int, pl: int, th: int, tw: int) -> np.ndarray:
-    """x (N, C, H, W) -> zero-padded, column-deinterleaved (2, C, N, 2*th + 2, tw + 1) scratch copy.
+def _pad_tiles(x: np.ndarray, pt: int, pl: int, tw: int, r0: int, nr: int) -> np.ndarray:
+    """Padded rows r0 .. r0 + nr of x (N, C, H, W) -> column-deinterleaved (2, C, N, nr, tw + 1) scratch.
 
-    ``xp[e, c, n, r, j]`` is padded pixel (row r, column 2j + e); padded row r is input row r - pt and
-    padded column q is input column q - pl (zero outside the input: the top/left padding, the
+    ``xp[e, c, n, k, j]`` is padded pixel (row r0 + k, column 2j + e); padded row r is input row r - pt
+    and padded column q is input column q - pl (zero outside the input: the top/left padding, the
     bottom/right padding and the round-up to whole tiles). Splitting even and odd columns once here makes
-    every later transform pass read unit-stride memory.
+    every later transform pass read unit-stride memory; a block of tile rows i0 .. i0 + n needs padded
+    rows 2 i0 .. 2 (i0 + n) + 2.
     """
     N, C, H, W = x.shape
-    Hp = 2 * th + 2
     xcn = x.transpose(1, 0, 2, 3)
-    xp = _scratch("xp", (2, C, N, Hp, tw + 1), x.dtype)
-    h1 = min(H, Hp - pt)
-    xp[:, :, :, :pt] = 0
-    xp[:, :, :, pt + h1:] = 0
+    xp = _scratch("xp", (2, C, N, nr, tw + 1), x.dtype)
+    a, b = max(0, r0 - pt), min(H, r0 + nr - pt)  # the input rows inside this window
+    lo = min(nr, a + pt - r0)  # where input row a lands in the window
+    hi = lo + max(0, b - a)
+    xp[:, :, :, :lo] = 0
+    xp[:, :, :, hi:] = 0
+    if hi == lo:
+        return xp
     for e in range(2):
         c0 = (e - pl) % 2  # first input column landing on a padded column of parity e
         j0 = (c0 + pl) // 2  # its index among the padded columns of that parity
         n = max(0, min((W - c0 + 1) // 2, tw + 1 - j0))
-        dst = xp[e, :, :, pt:pt + h1]
+        dst = xp[e, :, :, lo:hi]
         dst[..., :j0] = 0
         dst[..., j0 + n:] = 0
-        dst[..., j0:j0 + n] = xcn[:, :, :h1, c0:c0 + 2 * n - 1:2]
+        dst[..., j0:j0 + n] = xcn[:, :, a:b, c0:c0 + 2 * n - 1:2]
     return xp
 
 
@@ -242,12 +247,27 @@ def _input_transform_adjoint(dV: np.ndarray, dxp: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------
 # forward / backward
 # ---------------------------------------------------------------------------------------------
-#: scratch budget per block of tile rows in the forward pass (bytes of V or M)
-BLOCK_BYTES = 16 * 2**20
+#: scratch budget per block of tile rows, forward and backward (bytes of V, M or dM: 16 x channels x
+#: tiles of the block); the other scratch of a block is at most half of it each. Whole-grid scratch took
+#: 0.8 GB at 224x224x64, batch 4 (BENCHMARKS.md "Memory")
+BLOCK_BYTES = 4 * 2**20
+#: ... but at least this many tiles per block: each block adds its (16, K, C) share to dU, a pass over
+#: memory that costs about 30/P of the block's GEMMs (measured: P = 112 made the 28x28x512 backward 30%
+#: slower; from P ~ 1000 blocks are as fast as one block for the whole grid)
+BLOCK_MIN_TILES = 1024
 
 
 def _tiles(g: Geometry) -> tuple[int, int]:
     return (g.Ho + 1) // 2, (g.Wo + 1) // 2
+
+
+def _row_block2(g: Geometry, K: int, itemsize: int) -> int:
+    """Tile rows per block of F(2x2): 16 x max(C, K) x tiles of the block under BLOCK_BYTES, at least
+    BLOCK_MIN_TILES tiles, at most the whole grid."""
+    th, tw = _tiles(g)
+    per_row = g.N * tw
+    budget = BLOCK_BYTES // (16 * max(g.C, K) * per_row * itemsize)
+    return max(1, min(th, max(budget, -(-BLOCK_MIN_TILES // per_row))))
 
 
 def winograd_forward(
@@ -257,29 +277,41 @@ def winograd_forward(
 
     x: (N, C, H, W); w: (K, C, 3, 3); b: (K,) or None; g: the conv geometry (padding pt/pl used; the
     bottom/right padding and the round-up to whole 2x2 tiles are zeros). out: (N, K, Ho, Wo), a view of
-    a channel-major (K, N, 2*th, 2*tw) buffer (th, tw = tiles along H, W).
+    a channel-major (K, N, 2*th, 2*tw) buffer (th, tw = tiles along H, W). Blocks of tile rows
+    (``BLOCK_BYTES``) bound the scratch whatever the image size.
     """
     th, tw = _tiles(g)
     K, C = w.shape[:2]
     N = g.N
-    xp = _pad_tiles(x, g.pt, g.pl, th, tw)
     U = filter_transform(w)
     bias = None if b is None else b.astype(x.dtype, copy=False)[:, None]
     out = np.empty((K, N, 2 * th, 2 * tw), dtype=x.dtype)
     out6 = out.reshape(K, N, th, 2, tw, 2)
-    # blocks of tile rows keep the scratch (V, M: 16 x channels x tiles) under BLOCK_BYTES: bounded memory
-    # for large images (VGG-16 at 224x224) and cache-friendlier passes; batch-64 CIFAR shapes fit in one
-    rb = max(1, min(th, BLOCK_BYTES // (16 * max(C, K) * N * tw * x.dtype.itemsize)))
+    rb = _row_block2(g, K, x.dtype.itemsize)
     for i0 in range(0, th, rb):
-        i1 = min(th, i0 + rb)
-        n = i1 - i0
-        V = _input_transform(xp[:, :, :, 2 * i0:2 * i1 + 2], n, tw)
+        n = min(rb, th - i0)
+        V = _input_transform(_pad_tiles(x, g.pt, g.pl, tw, 2 * i0, 2 * n + 2), n, tw)
         M = _scratch("M", (16, K, N * n * tw), x.dtype)
         np.matmul(U, V.reshape(16, C, -1), out=M)
         if bias is not None:  # b enters every output through M[1,1] (coefficient 1 in all four outputs)
             M[5] += bias
-        _output_transform(M.reshape(16, K, N, n, tw), out6[:, :, i0:i1])
+        _output_transform(M.reshape(16, K, N, n, tw), out6[:, :, i0:i0 + n])
     return out[:, :, :g.Ho, :g.Wo].transpose(1, 0, 2, 3), None
+
+
+def _dout_rows(dcn: np.ndarray, g: Geometry, tw: int, i0: int, n: int) -> np.ndarray:
+    """Output rows 2 i0 .. 2 (i0 + n) of dout (K, N, Ho, Wo) as (K, N, n, 2, tw, 2) tiles: a view, or a
+    zero-padded scratch copy where the block reaches past Ho or Wo is odd (round-up to whole tiles)."""
+    K, N = dcn.shape[:2]
+    r0, r1 = 2 * i0, 2 * (i0 + n)
+    if r1 <= g.Ho and 2 * tw == g.Wo:
+        return dcn[:, :, r0:r1].reshape(K, N, n, 2, tw, 2)
+    d = _scratch("dpad", (K, N, 2 * n, 2 * tw), dcn.dtype)
+    h = min(g.Ho, r1) - r0
+    d[:, :, h:] = 0
+    d[:, :, :h, g.Wo:] = 0
+    d[:, :, :h, :g.Wo] = dcn[:, :, r0:r0 + h]
+    return d.reshape(K, N, n, 2, tw, 2)
 
 
 def winograd_backward(
@@ -287,36 +319,41 @@ def winograd_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """dx, dw, db of :func:`winograd_forward`, each step the exact adjoint of a forward step.
 
-    dM = A dY A^T (per 2x2 tile of dout), dU = dM V^T, dw = G^T dU G, dV = U^T dM,
-    dx = overlap-add of B dV B^T. V is recomputed from the cached x (the cache keeps x only).
+    Per block of tile rows (as the forward): dM = A dY A^T (per 2x2 tile of dout), dU += dM V^T (V
+    recomputed from the cached x, the cache keeps x only), dV = U^T dM, and the overlap-add of
+    B dV B^T into dx's rows (two rows shared with the previous block are added, not overwritten);
+    then dw = G^T dU G.
     """
     g, w, x = cache.geom, cache.w, cache.x
     th, tw = _tiles(g)
     K, C = w.shape[:2]
     N = g.N
-    P = N * th * tw
     dt = x.dtype
     dcn = dout.transpose(1, 0, 2, 3)  # (K, N, Ho, Wo): free when dout is channel-major
     db = dcn.sum(axis=(1, 2, 3)) if cache.has_bias else None
-    if g.Ho % 2 or g.Wo % 2:  # round up to whole tiles with zeros
-        d = _scratch("dpad", (K, N, 2 * th, 2 * tw), dt)
-        d[:, :, g.Ho:] = 0
-        d[:, :, :g.Ho, g.Wo:] = 0
-        d[:, :, :g.Ho, :g.Wo] = dcn
-        dcn = d
-    dM = _output_transform_adjoint(dcn.reshape(K, N, th, 2, tw, 2)).reshape(16, K, P)
-    # dw: dU[ab] = dM[ab] @ V[ab]^T, then dw = G^T dU G
-    xp = _pad_tiles(x, g.pt, g.pl, th, tw)
-    V = _input_transform(xp, th, tw).reshape(16, C, P)
-    dU = np.matmul(dM, V.transpose(0, 2, 1))  # (16, K, C)
+    UT = filter_transform(w).transpose(0, 2, 1) if need_dx else None
+    dU = np.zeros((16, K, C), dtype=dt)
+    dxp = np.empty((C, N, 2 * th + 2, 2 * tw + 2), dtype=dt) if need_dx else None
+    rb = _row_block2(g, K, dt.itemsize)
+    for i0 in range(0, th, rb):
+        n = min(rb, th - i0)
+        dM = _output_transform_adjoint(_dout_rows(dcn, g, tw, i0, n)).reshape(16, K, -1)
+        V = _input_transform(_pad_tiles(x, g.pt, g.pl, tw, 2 * i0, 2 * n + 2), n, tw).reshape(16, C, -1)
+        dU += np.matmul(dM, V.transpose(0, 2, 1), out=_scratch("dUb", (16, K, C), dt))
+        if dxp is None:
+            continue
+        dV = np.matmul(UT, dM, out=V)  # V is not needed any more
+        rows = dxp[:, :, 2 * i0:2 * (i0 + n) + 2]
+        carry = None
+        if i0:  # rows 2 i0, 2 i0 + 1 already hold the previous block's share
+            carry = _scratch("carry", (C, N, 2, 2 * tw + 2), dt)
+            carry[...] = rows[:, :, :2]
+        _input_transform_adjoint(dV.reshape(16, C, N, n, tw), rows)
+        if carry is not None:
+            rows[:, :, :2] += carry
     dw = np.ascontiguousarray(_kron_gemm(np.kron(G, G).T, dU.reshape(16, K * C), dt).T).reshape(K, C, 3, 3)
-    if not need_dx:
+    if dxp is None:
         return None, dw, db
-    # dx: dV[ab] = U[ab]^T @ dM[ab] (V's buffer is free again), then the adjoint input transform
-    U = filter_transform(w)
-    dV = np.matmul(U.transpose(0, 2, 1), dM, out=V)
-    dxp = np.empty((C, N, 2 * th + 2, 2 * tw + 2), dtype=dt)
-    _input_transform_adjoint(dV.reshape(16, C, N, th, tw), dxp)
     # row r of dxp is input row r - pt; rows past the input belong to padding
     dx = dxp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W]
     if dx.shape[2] < g.H or dx.shape[3] < g.W:  # cannot happen for stride 1 (Hp >= pt + H); guard
@@ -781,22 +818,22 @@ def winograd_memory(g: Geometry, K: int, itemsize: int, algo: str, need_dx: bool
         u = 36 * K * C * b
         return {"scratch": sc, "scratch_forward": fwd, "forward": u, "backward": u * (3 if need_dx else 2)}
     th, tw = _tiles(g)
-    rb = max(1, min(th, BLOCK_BYTES // (16 * max(C, K) * N * tw * b)))
-    need("xp", 2 * C * N * (2 * th + 2) * (tw + 1))
-    need("t", 4 * C * N * (2 * min(rb, th) + 2) * tw)
-    need("V", 16 * C * N * min(rb, th) * tw)
-    need("M", 16 * K * N * min(rb, th) * tw)
+    n = _row_block2(g, K, b)
+    need("xp", 2 * C * N * (2 * n + 2) * (tw + 1))
+    need("t", 4 * C * N * (2 * n + 2) * tw)
+    need("V", 16 * C * N * n * tw)
+    need("M", 16 * K * N * n * tw)
+    need("s", 8 * K * N * n * tw)
     fwd = dict(sc)
-    # backward works on the whole tile grid at once
-    if g.Ho % 2 or g.Wo % 2:
-        need("dpad", K * N * 4 * th * tw)
-    need("e", 8 * K * N * th * tw)
-    need("dM", 16 * K * N * th * tw)
-    need("t", 4 * C * N * (2 * th + 2) * tw)
-    need("V", 16 * C * N * th * tw)
+    if g.Ho % 2 or g.Wo % 2:  # odd sizes: a zero-padded copy of dout's rows (whole tiles)
+        need("dpad", K * N * 4 * n * tw)
+    need("e", 8 * K * N * n * tw)
+    need("dM", 16 * K * N * n * tw)
     if need_dx:
-        need("u", 4 * C * N * th * (2 * tw + 2))
-        need("tmp", C * N * th * (2 * tw + 2))
+        need("u", 4 * C * N * n * (2 * tw + 2))
+        need("tmp", C * N * n * (2 * tw + 2))
+        if th > n:
+            need("carry", C * N * 2 * (2 * tw + 2))
     u = 16 * K * C * b
     extra = C * N * ((2 * th + 2) * (2 * tw + 2) - g.H * g.W) * b if need_dx else 0  # dxp beyond dx
     return {"scratch": sc, "scratch_forward": fwd, "forward": u,
