@@ -8,15 +8,23 @@ The notes count activations + their gradients + parameters x3 + the input batch.
 - scratch: the kernels' reusable per-thread buffers (the im2col workspace, Winograd's named buffers),
   kept between calls at their largest use: each counted once, from :func:`volnet.ops.conv.conv_memory`
   (the same algorithm choice and block sizes as the kernels);
-- forward: every layer's output (kept by the next layer's cache for backward; RELU after CONV/FC/BN runs in
-  place, FLATTEN is a view), plus what the cache keeps beyond it (dropout's float mask, LRN's d and
-  d^-beta, LOCAL's patch matrix), plus the layer's transient arrays (padded batch-last copies);
-- backward: all outputs are still held (the trainer clears the caches after the step); at layer i the
-  upstream gradient dout_i, the new dx_i and the layer's backward temporaries are live on top (the first
-  layer computes no dx); SGD's ``lr * g`` (momentum's ...) lives during the update, after backward.
+- forward: every layer's output, kept for backward where a cache holds it (its own: RELU, max/L2 pool; or
+  a reader's that keeps its input: CONV, FC, BN, pooling, LRN; an output read only by ADD, GAP or DROPOUT
+  lives until its last reader has run; RELU after CONV/FC/BN/LOCAL in a Sequential runs in place, FLATTEN
+  is a view), plus what the cache keeps beyond it (dropout's float mask, LRN's d and d^-beta, LOCAL's
+  patch matrix), plus the layer's transient arrays (padded batch-last copies);
+- backward: a layer's cache is freed once its backward has run (the containers do it), so at layer i
+  the outputs and keeps of the layers before it are held, its own keeps (and its output where its cache
+  holds it: RELU, max/L2 pooling), and on top the upstream gradient dout_i, the new dx_i and the layer's
+  backward temporaries (the first layer computes no dx); SGD's ``lr * g`` (momentum's ...) lives during
+  the update, after backward, when no cache is left.
 
-peak(train) = fixed + scratch + sum(outputs + keeps) + max(largest P_i for SGD,
-              max_i max(forward_i, dout_i + dx_i + backward_i)).
+peak(train) = fixed + scratch + max(largest P_i for SGD, sum(held outputs + keeps),
+              max_i [before_i + waiting_i + out_i + keeps_i + forward_i],
+              max_i [before_i + keeps_i + own_i + grads waiting_i + dout_i + dx_i + backward_i])
+with before_i = the held outputs and keeps of the layers before i (in the order of ``net.layer_shapes``),
+waiting_i the outputs not held whose reader has not run yet, and grads waiting_i the gradients of
+outputs with a reader still to go backward (a skip connection's, while its block's main branch runs).
 peak(inference) = params + input + forward scratch + max_i (in_i + out_i + forward_i)
 (``predict`` keeps no caches). Measured against tracemalloc (tests/test_memory.py): within 10% on five
 nets x three batches x two optimizers, and for inference.
@@ -40,10 +48,13 @@ from volnet.errors import VolnetError
 STATE_COPIES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 #: what a step allocates besides the arrays (Python objects of the net, caches' tuples, small arrays),
 #: measured with tracemalloc on small nets
-OVERHEAD_BYTES = 96 * 1024
+OVERHEAD_BYTES = 48 * 1024
 #: the same for ``predict`` (no optimizer, no caches)
-INFERENCE_OVERHEAD_BYTES = 64 * 1024
-IN_PLACE_AFTER = frozenset({"CONV", "FC", "BN", "LOCAL"})
+INFERENCE_OVERHEAD_BYTES = 32 * 1024
+#: layers whose cache holds their own output (RELU's mask is its output, max and L2 pooling compare with it)
+OWN_OUTPUT = frozenset({"RELU", "POOL", "MAXPOOL", "L2POOL"})
+#: layers whose cache holds their input (FLATTEN: a view, held by what reads it, FC; an in-place RELU too)
+HOLDS_INPUT = frozenset({"CONV", "FC", "BN", "POOL", "MAXPOOL", "L2POOL", "LRN", "FLATTEN"})
 
 
 @dataclass
@@ -72,7 +83,7 @@ KEEP_LAYOUT = frozenset({"RELU", "DROPOUT", "LRN", "ADD"})
 
 
 def layer_memory(name: str, layer: Any, in_shape: Any, out_shape: tuple, N: int, bpv: int,
-                 prev_fresh: bool, x_batch_last: bool = True, need_dx: bool = True) -> LayerMemory:
+                 in_place: bool, x_batch_last: bool = True, need_dx: bool = True) -> LayerMemory:
     """The ledger entry of one leaf layer for batch ``N`` (``bpv`` bytes per value). CONV's numbers come
     from :func:`volnet.ops.conv.conv_memory` (the same algorithm choice and block sizes as the kernels)."""
     kind = str(getattr(layer, "kind", type(layer).__name__)).upper()
@@ -86,8 +97,8 @@ def layer_memory(name: str, layer: Any, in_shape: Any, out_shape: tuple, N: int,
     keeps, fs, bs = 0, 0, 0
     scratch: dict = {}
     scratch_f: dict = {}
-    if kind in ("RELU",) and prev_fresh:
-        out = 0
+    if kind == "RELU" and in_place:
+        out = 0  # in place on its input
     elif kind == "FLATTEN":
         out = 0
     if kind == "CONV":
@@ -114,6 +125,8 @@ def layer_memory(name: str, layer: Any, in_shape: Any, out_shape: tuple, N: int,
         bs = 2 * x
     elif kind == "BN":
         bs = x
+    elif kind == "FC":  # the new dw, db (the previous step's are freed when these replace them)
+        bs = grads
     return LayerMemory(name, kind, out, keeps, fs, bs, x if need_dx else 0, grads, scratch, scratch_f, x,
                        dout)
 
@@ -132,6 +145,35 @@ def _leaves(net: Any, input_shape: tuple) -> list[tuple[str, Any, Any, tuple]]:
             if not hasattr(layer, "edges")]
 
 
+def _leaf_inputs(net: Any, prefix: str = "", inp: tuple = ("input",),
+                 inplace: set | None = None) -> tuple[dict[str, list[str]], list[str], set]:
+    """For every leaf of ``net`` (dotted name as in ``net.layer_shapes``): the leaves whose outputs it
+    reads (``"input"``: the batch); the leaves whose outputs are the net's output; and the RELUs that run
+    in place (``inplace=True``, or in a Sequential after a layer with a fresh output: what
+    ``Sequential`` sets up when it builds, known here for unbuilt nets too)."""
+    from volnet.net import Sequential
+
+    inplace = set() if inplace is None else inplace
+    reads: dict[str, list[str]] = {}
+    produced: dict[str, list[str]] = {"input": list(inp)}
+    edges = net.edges()
+    fresh = False
+    for name, layer, inputs in edges:
+        src = [p for i in inputs for p in produced[i]]
+        if hasattr(layer, "edges"):
+            sub, produced[name], _ = _leaf_inputs(layer, f"{prefix}{name}.", tuple(src), inplace)
+            reads.update(sub)
+        else:
+            reads[prefix + name] = src
+            produced[name] = [prefix + name]
+            if str(getattr(layer, "kind", "")).upper() == "RELU" and (
+                    getattr(layer, "inplace", False) or (isinstance(net, Sequential) and fresh)):
+                inplace.add(prefix + name)
+        fresh = bool(getattr(layer, "fresh_output", False))
+    out = getattr(net, "output", None)
+    return reads, produced[out if isinstance(out, str) else edges[-1][0]], inplace
+
+
 def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
            optimizer: str | None = "sgd", input_dtype: Any = None) -> dict[str, Any]:
     """Predicted peak bytes of one training step and of inference, with the per-layer entries.
@@ -144,11 +186,11 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
         raise VolnetError(f"unknown optimizer {optimizer!r} (known: {', '.join(STATE_COPIES)})")
     N = int(batch)
     layers = []
-    fresh, bl, first = False, False, True  # the input batch is (N, C, H, W) contiguous
+    reads, outputs, inplace = _leaf_inputs(net)
+    bl, first = False, True  # the input batch is (N, C, H, W) contiguous
     for n, layer, i, o in _leaves(net, input_shape):
-        layers.append(layer_memory(n, layer, i, o, N, bpv, fresh, bl, need_dx=not first))
+        layers.append(layer_memory(n, layer, i, o, N, bpv, n in inplace, bl, need_dx=not first))
         kind = str(getattr(layer, "kind", "")).upper()
-        fresh = kind in IN_PLACE_AFTER
         bl = kind in BATCH_LAST_OUT or (bl and kind in KEEP_LAYOUT)
         first = False
     params = sum(lm.grads for lm in layers)
@@ -160,12 +202,56 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
     # (fixed), SGD's lr*g (momentum's, ...) lives only during the update, after backward
     adam = name in ("adam", "adamw")
     fixed = params * (2 + STATE_COPIES[name]) + (largest if adam else 0) + inp + raw + OVERHEAD_BYTES
-    acts = sum(lm.output + lm.keeps for lm in layers)
+    # an output stays until the step ends only if a cache holds it: its own (RELU, max/L2 pool) or a
+    # reader's that keeps its input (CONV, FC, BN, max/L2 pool, LRN); otherwise (into ADD, GAP, DROPOUT,
+    # AVGPOOL) it lives until its last reader has run
+    readers: dict[str, list[str]] = {}
+    for reader, srcs in reads.items():
+        for src in srcs:
+            readers.setdefault(src, []).append(reader)
+    # an in-place RELU (output 0 here) holds its input: it is its output
+    holds = {lm.name for lm in layers if lm.kind in HOLDS_INPUT or (lm.kind == "RELU" and not lm.output)}
+    held = {lm.name: lm.kind in OWN_OUTPUT or lm.name in outputs
+            or any(r in holds for r in readers.get(lm.name, [])) for lm in layers}
+    acts = sum(lm.keeps + (lm.output if held[lm.name] else 0) for lm in layers)
     scratch = _scratch_total(layers, "scratch")
-    transient = 0 if adam else largest
+    # live beyond ``fixed + scratch``: forward, layer i adds its output, keeps and transients to what the
+    # layers before it hold; backward, layer i's cache is freed once its backward has run (the
+    # containers do), so at layer i only the layers before it, its own keeps (and its output where its
+    # cache holds it) are held, with dout_i, dx_i and its temporaries; SGD's lr*g (momentum's ...) lives
+    # during the update, after backward, when no cache is left
+    live = 0 if adam else largest
+    before = {}
+    held_so_far = 0
+    pending: dict[str, int] = {}  # outputs no cache holds, until their last reader has run
     for lm in layers:
-        transient = max(transient, lm.forward_scratch, lm.dout + lm.dx + lm.backward_scratch)
-    train_peak = fixed + scratch + acts + transient
+        before[lm.name] = held_so_far
+        live = max(live, held_so_far + sum(pending.values()) + lm.output + lm.keeps + lm.forward_scratch)
+        for src in reads.get(lm.name, []):
+            if src in pending and readers[src][-1] == lm.name:
+                del pending[src]
+        held_so_far += lm.keeps
+        if held[lm.name]:
+            held_so_far += lm.output
+        else:
+            pending[lm.name] = lm.output
+    live = max(live, acts)
+    # backward, in reverse: the gradients waiting for their layer (a skip's, while its block's main
+    # branch runs) are live besides dout_i, dx_i and the layer's temporaries
+    size = {lm.name: lm.dout for lm in layers}
+    waiting = {name: size[name] for name in outputs}
+    for lm in reversed(layers):
+        if lm.name not in waiting:
+            continue  # no gradient reaches it
+        waiting.pop(lm.name)
+        own = lm.output if lm.kind in OWN_OUTPUT else 0
+        live = max(live, before[lm.name] + lm.keeps + own + sum(waiting.values()) + lm.dout + lm.dx
+                   + lm.backward_scratch)
+        for src in reads.get(lm.name, []):
+            if src != "input":
+                waiting[src] = size[src]
+    transient = live - acts
+    train_peak = fixed + scratch + live
     inf = 0
     for lm in layers:
         inf = max(inf, lm.inp + lm.output + lm.forward_scratch)

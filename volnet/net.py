@@ -625,13 +625,18 @@ class Sequential(Container):
         """Backpropagate through the layers in reverse; fills every layer's grads; returns dx.
 
         ``need_dx=False`` (the trainer's call: nothing needs the gradient of the images) lets the first
-        layer skip its input gradient when it can (``skips_dx``); the result is then None.
+        layer skip its input gradient when it can (``skips_dx``); the result is then None. Each layer's
+        cache is freed once its backward has run (one backward per forward; the memory ledger counts
+        on it, :mod:`volnet.memory`).
         """
         for i in range(len(self._items) - 1, -1, -1):
             layer = self._items[i][1]
             if i == 0 and not need_dx and layer.skips_dx:
-                return layer.backward(dout, need_dx=False)
+                layer.backward(dout, need_dx=False)
+                layer.clear_cache()
+                return None
             dout = layer.backward(dout)
+            layer.clear_cache()  # consumed: what it kept for backward is freed as backward moves on
         return dout if need_dx else None
 
     def config(self) -> dict[str, Any]:
@@ -838,7 +843,7 @@ class Graph(Container):
         """Reverse insertion order; gradients reaching a node from several consumers are summed.
 
         ``need_dx=False``: nodes fed only by the graph input skip their input gradient where they can
-        (``skips_dx``); the result is then None.
+        (``skips_dx``); the result is then None. Each node's cache is freed once its backward has run.
         """
         douts: dict[str, np.ndarray] = {self.output: dout}
         reached_input = False
@@ -846,12 +851,15 @@ class Graph(Container):
             d = douts.pop(name, None)
             if d is None:  # does not reach the output: no gradient flows through it
                 _zero_grads(layer)
+                layer.clear_cache()
                 continue
             if not need_dx and layer.skips_dx and all(i == "input" for i in inputs):
                 layer.backward(d, need_dx=False)
+                layer.clear_cache()
                 reached_input = True
                 continue
             dx = layer.backward(d)
+            layer.clear_cache()  # consumed: what it kept for backward is freed as backward moves on
             dxs = list(dx) if layer.multi_input else [dx]
             for i, g in zip(inputs, dxs):
                 if i == "input":
