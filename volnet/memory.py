@@ -220,13 +220,15 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
     # containers do), so at layer i only the layers before it, its own keeps (and its output where its
     # cache holds it) are held, with dout_i, dx_i and its temporaries; SGD's lr*g (momentum's ...) lives
     # during the update, after backward, when no cache is left
-    live = 0 if adam else largest
+    live, peak_at = (0, "") if adam else (largest, "optimizer step")
+    at: dict[str, int] = {}  # "layer (forward|backward)" -> bytes live then, beyond fixed + scratch
     before = {}
     held_so_far = 0
     pending: dict[str, int] = {}  # outputs no cache holds, until their last reader has run
     for lm in layers:
         before[lm.name] = held_so_far
-        live = max(live, held_so_far + sum(pending.values()) + lm.output + lm.keeps + lm.forward_scratch)
+        at[f"{lm.name} (forward)"] = held_so_far + sum(pending.values()) + lm.output + lm.keeps \
+            + lm.forward_scratch
         for src in reads.get(lm.name, []):
             if src in pending and readers[src][-1] == lm.name:
                 del pending[src]
@@ -235,21 +237,29 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
             held_so_far += lm.output
         else:
             pending[lm.name] = lm.output
-    live = max(live, acts)
+    at["end of forward"] = acts
     # backward, in reverse: the gradients waiting for their layer (a skip's, while its block's main
     # branch runs) are live besides dout_i, dx_i and the layer's temporaries
     size = {lm.name: lm.dout for lm in layers}
     waiting = {name: size[name] for name in outputs}
+    caller = 2 * sum(waiting.values())  # the scores and their gradient, held by the caller throughout
     for lm in reversed(layers):
         if lm.name not in waiting:
             continue  # no gradient reaches it
         waiting.pop(lm.name)
         own = lm.output if lm.kind in OWN_OUTPUT else 0
-        live = max(live, before[lm.name] + lm.keeps + own + sum(waiting.values()) + lm.dout + lm.dx
-                   + lm.backward_scratch)
+        if lm.name in outputs:
+            extra = lm.output  # the caller's scores; its dout is the caller's gradient
+        else:
+            extra = caller
+        at[f"{lm.name} (backward)"] = before[lm.name] + lm.keeps + own + extra + sum(waiting.values()) \
+            + lm.dout + lm.dx + lm.backward_scratch
         for src in reads.get(lm.name, []):
             if src != "input":
                 waiting[src] = size[src]
+    for where, n in at.items():
+        if n > live:
+            live, peak_at = n, where
     transient = live - acts
     train_peak = fixed + scratch + live
     inf = 0
@@ -262,6 +272,7 @@ def ledger(net: Any, input_shape: tuple, batch: int, dtype: Any = "float32",
         "params_bytes": params, "optimizer_state_bytes": params * STATE_COPIES[name],
         "input_bytes": inp + raw, "kept_bytes": acts, "transient_bytes": transient, "scratch_bytes": scratch,
         "train_peak_bytes": int(train_peak), "inference_peak_bytes": int(inference_peak),
+        "train_peak_at": peak_at, "train_live_bytes": {k: int(fixed + scratch + v) for k, v in at.items()},
         "layers": [lm.__dict__ for lm in layers],
     }
 

@@ -322,12 +322,15 @@ class Summary:
             out.append(f"  training step peak  {format_bytes(m['train_peak_bytes']):>10}   "
                        f"inference peak  {format_bytes(m['inference_peak_bytes']):>10}")
             kept = format_bytes(m['ledger_kept_bytes'])
-            out.append(f"  of the training peak: outputs kept for backward {kept}"
-                       f", the kernels' reusable scratch {format_bytes(m['ledger_scratch_bytes'])}, the "
-                       f"largest layer's temporaries {format_bytes(m['ledger_transient_bytes'])}")
+            where = m['ledger_peak_at'] or 'the optimizer step'
+            rest = format_bytes(m['ledger_transient_bytes'])
+            out.append(f"  the training peak is at {where}; all outputs kept for backward {kept}, the "
+                       f"kernels' reusable scratch {format_bytes(m['ledger_scratch_bytes'])}, the rest of "
+                       f"the peak (gradients, temporaries, less what backward has freed) {rest}")
             out.append("  (the notes' total counts each activation and its gradient once; volnet also holds "
                        "the normalised input copy, dropout masks, CONV scratch, the optimizer's work array, "
-                       "and gradients only live layer by layer)")
+                       "gradients only live layer by layer, and backward frees each layer's cache once it "
+                       "has run)")
         if "budget_bytes" in m:
             out.append(self.batch_line())
             if "max_batch_train" in m:
@@ -502,7 +505,8 @@ def summary(
     led = ledger(net, tuple(shape), batch, dname, opt)
     mem.update(train_peak_bytes=led["train_peak_bytes"], inference_peak_bytes=led["inference_peak_bytes"],
                ledger_optimizer=opt, ledger_kept_bytes=led["kept_bytes"],
-               ledger_transient_bytes=led["transient_bytes"], ledger_scratch_bytes=led["scratch_bytes"])
+               ledger_transient_bytes=led["transient_bytes"], ledger_scratch_bytes=led["scratch_bytes"],
+               ledger_peak_at=led["train_peak_at"])
     if memory is not None:
         mem.update(max_batch_train=max_batch(net, tuple(shape), budget, dname, opt, train=True),
                    max_batch_inference=max_batch(net, tuple(shape), budget, dname, opt, train=False))

@@ -815,8 +815,8 @@ def winograd_memory(g: Geometry, K: int, itemsize: int, algo: str, need_dx: bool
         need("M4", 36 * K * ni * tw * N)
         fwd = dict(sc)
         need("dM4", 36 * K * ni * tw * N)
-        u = 36 * K * C * b
-        return {"scratch": sc, "scratch_forward": fwd, "forward": u, "backward": u * (3 if need_dx else 2)}
+        fw, bw = _filter_memory(36, K * C, b, need_dx)
+        return {"scratch": sc, "scratch_forward": fwd, "forward": fw, "backward": bw}
     th, tw = _tiles(g)
     n = _row_block2(g, K, b)
     need("xp", 2 * C * N * (2 * n + 2) * (tw + 1))
@@ -834,7 +834,20 @@ def winograd_memory(g: Geometry, K: int, itemsize: int, algo: str, need_dx: bool
         need("tmp", C * N * n * (2 * tw + 2))
         if th > n:
             need("carry", C * N * 2 * (2 * tw + 2))
-    u = 16 * K * C * b
+    fw, bw = _filter_memory(16, K * C, b, need_dx)
     extra = C * N * ((2 * th + 2) * (2 * tw + 2) - g.H * g.W) * b if need_dx else 0  # dxp beyond dx
-    return {"scratch": sc, "scratch_forward": fwd, "forward": u,
-            "backward": u * (3 if need_dx else 2) + extra}
+    return {"scratch": sc, "scratch_forward": fwd, "forward": fw, "backward": bw + extra}
+
+
+def _filter_memory(n2: int, KC: int, b: int, need_dx: bool) -> tuple[int, int]:
+    """Peak bytes of the filter-side arrays of one conv, forward and backward: U = G g G^T (n2 x K*C)
+    made by :func:`_kron_gemm` (float64 blocks of ``KRON_COLUMNS`` columns: the block of g and its
+    product); backward, U^T, dU and the block product live through the loop, then dw = G^T dU G (float64
+    blocks of dU and dw, dw and its contiguous copy)."""
+    u, cb = n2 * KC * b, min(KC, KRON_COLUMNS)
+    make_u = u + (9 + n2) * cb * 8
+    fwd = make_u
+    held = u if need_dx else 0  # U^T
+    loop = held + 2 * u  # dU and the block's dM V^T
+    dw = held + u + (n2 + 9) * cb * 8 + 2 * 9 * KC * b
+    return fwd, max(make_u if need_dx else 0, loop, dw)
