@@ -344,3 +344,43 @@ def test_train_live_serves_and_refuses_a_port_in_use(tmp_path, capsys) -> None:
     assert "live view at http://127.0.0.1:" in err and "bound to this machine only" in err
     line = _one_line_error(*_run(capsys, "train", "--data", "digits", "--port", "9000")[::2])
     assert "--port and --host go with --live" in line
+
+
+def test_steps_jsonl_is_appended_not_rewritten(tmp_path, capsys, monkeypatch) -> None:
+    """A record costs one line: the file is written whole once per place (the staging folder, the run
+    after the swap), appended to otherwise; a resumed run rewrites it once, keeping its steps."""
+    pytest.importorskip("sklearn")
+    import volnet.train.callbacks as cb
+
+    calls: list[str] = []
+    for name in ("write_jsonl", "append_jsonl"):
+        real = getattr(cb, name)
+        monkeypatch.setattr(cb, name, lambda p, r, _n=name, _f=real: (
+            calls.append(_n) if Path(p).name == "steps.jsonl" else None) or _f(p, r))
+    base = ["train", "--model", SPEC, "--data", "digits", "--epochs", "3", "--limit-train", "300", "--quiet"]
+    rc, _, err = _run(capsys, *base, "--out", tmp_path / "a")
+    assert rc == 0, err
+    straight = [json.loads(line) for line in (tmp_path / "a" / "steps.jsonl").read_text().splitlines()]
+    writes = calls.count("write_jsonl")
+    assert writes <= 2 and calls.count("append_jsonl") == len(calls) - writes >= 5
+    assert [r["step"] for r in straight] == sorted({r["step"] for r in straight})  # none twice or lost
+    # a Ctrl-C in the checkpoint callback after 7 steps, resumed: one whole rewrite, then appends
+    n = {"steps": 0}
+    real_end = cb.ModelCheckpoint.on_step_end
+
+    def interrupt(self, trainer, log):
+        real_end(self, trainer, log)
+        n["steps"] += 1
+        if n["steps"] == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cb.ModelCheckpoint, "on_step_end", interrupt)
+    assert _run(capsys, *base, "--save-every", "3", "--out", tmp_path / "b")[0] == 130
+    monkeypatch.setattr(cb.ModelCheckpoint, "on_step_end", real_end)
+    calls.clear()
+    rc, _, err = _run(capsys, "train", "--resume", tmp_path / "b", "--quiet")
+    assert rc == 0, err
+    assert calls[0] == "write_jsonl" and calls.count("write_jsonl") == 1 and "append_jsonl" in calls
+    resumed = [json.loads(line) for line in (tmp_path / "b" / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]

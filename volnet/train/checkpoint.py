@@ -425,9 +425,18 @@ def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> 
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
 
 
+def append_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> None:
+    """Append ``records`` to a JSON-lines file in one ``write`` (a log that grows: ``steps.jsonl``). A
+    crash can leave a torn last line, which :func:`read_steps` skips; :func:`write_jsonl` rewrites the
+    file whole where it must be exact (a resumed run). NaN/inf are refused."""
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
 def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The per-step records of a run's ``steps.jsonl`` (``[]`` when there is none); a torn last line
-    (a live reader racing nothing: the file is written atomically) is skipped."""
+    """The per-step records of a run's ``steps.jsonl`` (``[]`` when there is none); a torn line (a crash
+    in the middle of an append, or a live reader racing one) is skipped."""
     p = Path(path)
     if p.is_dir():
         p = p / STEPS
