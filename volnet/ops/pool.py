@@ -259,9 +259,9 @@ def pool_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
         _MAXPOOL_BWD(xp.transpose(1, 2, 3, 0), batch_last(out), batch_last(dout), Fh, Fw, g["Sh"], g["Sw"],
                      dxp.transpose(1, 2, 3, 0), np.empty(N, dtype=np.bool_))
     elif (kind == "max" and _MAXPOOL_BWD_PLANES is not None and kernels.using("numba")
-          and _planes(cache[2]) is not None and memory_order(dxp) == memory_order(cache[2])
-          and memory_order(dout) == memory_order(cache[2])):
-        ax = _planes(cache[2])  # no copy of x: its (H, W) planes are read in place
+          and (ax := _planes(cache[2])) is not None
+          and memory_order(dxp) == memory_order(dout) == memory_order(cache[2])):
+        # no copy of x: its (H, W) planes are read in place
         _MAXPOOL_BWD_PLANES(cache[2].transpose(ax), cache[3].transpose(ax), dout.transpose(ax), Fh, Fw,
                             g["Sh"], g["Sw"], dxp.transpose(ax))
     elif kind == "max":

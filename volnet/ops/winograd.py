@@ -270,6 +270,11 @@ def _row_block2(g: Geometry, K: int, itemsize: int) -> int:
     return max(1, min(th, max(budget, -(-BLOCK_MIN_TILES // per_row))))
 
 
+def _block_input_transform(x: np.ndarray, g: Geometry, tw: int, i0: int, n: int) -> np.ndarray:
+    """V of tile rows i0 .. i0 + n: the padded input rows 2 i0 .. 2 (i0 + n) + 2, transformed."""
+    return _input_transform(_pad_tiles(x, g.pt, g.pl, tw, 2 * i0, 2 * n + 2), n, tw)
+
+
 def winograd_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: Geometry
 ) -> tuple[np.ndarray, Any]:
@@ -290,7 +295,7 @@ def winograd_forward(
     rb = _row_block2(g, K, x.dtype.itemsize)
     for i0 in range(0, th, rb):
         n = min(rb, th - i0)
-        V = _input_transform(_pad_tiles(x, g.pt, g.pl, tw, 2 * i0, 2 * n + 2), n, tw)
+        V = _block_input_transform(x, g, tw, i0, n)
         M = _scratch("M", (16, K, N * n * tw), x.dtype)
         np.matmul(U, V.reshape(16, C, -1), out=M)
         if bias is not None:  # b enters every output through M[1,1] (coefficient 1 in all four outputs)
@@ -338,7 +343,7 @@ def winograd_backward(
     for i0 in range(0, th, rb):
         n = min(rb, th - i0)
         dM = _output_transform_adjoint(_dout_rows(dcn, g, tw, i0, n)).reshape(16, K, -1)
-        V = _input_transform(_pad_tiles(x, g.pt, g.pl, tw, 2 * i0, 2 * n + 2), n, tw).reshape(16, C, -1)
+        V = _block_input_transform(x, g, tw, i0, n).reshape(16, C, -1)
         dU += np.matmul(dM, V.transpose(0, 2, 1), out=_scratch("dUb", (16, K, C), dt))
         if dxp is None:
             continue

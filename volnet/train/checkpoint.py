@@ -422,16 +422,20 @@ def write_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> 
     old file or the new one, never half a line. NaN/inf are refused (JSON has no such numbers)."""
     from volnet.atomic import atomic_write_text
 
-    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+    atomic_write_text(path, _jsonl(records))
 
 
 def append_jsonl(path: str | os.PathLike[str], records: list[dict[str, Any]]) -> None:
     """Append ``records`` to a JSON-lines file in one ``write`` (a log that grows: ``steps.jsonl``). A
     crash can leave a torn last line, which :func:`read_steps` skips; :func:`write_jsonl` rewrites the
     file whole where it must be exact (a resumed run). NaN/inf are refused."""
-    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+    text = _jsonl(records)
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
 
 
 def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
